@@ -1,0 +1,1 @@
+"""Results: the record, the local store, and the sinks and exporters built on them."""

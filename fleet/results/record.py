@@ -1,0 +1,69 @@
+"""The result record: the unit everything downstream of a run consumes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+FieldValue = float | bool | str
+
+# Low-cardinality dimensions people filter and group by (InfluxDB tags).
+TAG_KEYS = (
+    "suite",
+    "device",
+    "device_class",
+    "arch",
+    "os",
+    "runtime",
+    "provider",
+    "model",
+    "format",
+    "precision",
+    "batch",
+    "threads",
+)
+
+# Outcomes of one case; only "ok" carries measurements.
+STATUSES = ("ok", "skipped", "timeout", "out_of_memory", "invalid_model", "error")
+
+
+def as_field(value: object) -> FieldValue:
+    """Numbers become floats: InfluxDB rejects a field whose type changes between points."""
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"unsupported field value {value!r}")
+
+
+@dataclass(frozen=True)
+class Record:
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time_ns: int = field(default_factory=time.time_ns)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.fields.get("run_id", ""))
+
+    @property
+    def status(self) -> str:
+        return str(self.fields.get("status", "ok"))
+
+    def number(self, name: str) -> float | None:
+        value = self.fields.get(name)
+        return value if isinstance(value, float) else None
+
+
+def make_record(
+    measurement: str, tags: Mapping[str, object], fields: Mapping[str, object], time_ns: int = 0
+) -> Record:
+    """Build a record with tags as strings and every numeric field as a float."""
+    return Record(
+        measurement=measurement,
+        tags={k: str(v) for k, v in tags.items() if v is not None},
+        fields={k: as_field(v) for k, v in fields.items() if v is not None},
+        time_ns=time_ns or time.time_ns(),
+    )

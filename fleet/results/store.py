@@ -1,0 +1,138 @@
+"""The local SQLite store: every result is written here first, so nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.errors import ConfigError
+from fleet.results.record import Record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    devices TEXT NOT NULL,
+    started_ns INTEGER NOT NULL,
+    finished_ns INTEGER,
+    exit_code INTEGER
+);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    measurement TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    tags TEXT NOT NULL,
+    fields TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_run ON records (run_id);
+"""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    suite: str
+    devices: list[str]
+    started_ns: int
+    finished_ns: int | None
+    exit_code: int | None
+    results: int
+
+
+class Store:
+    """A results database in one file; safe to share between the runner's threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"{path}: cannot open the results store ({exc})") from exc
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One thread at a time, committed on success (sqlite3 runs in autocommit mode)."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def start_run(self, run_id: str, suite: str, devices: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, suite, devices, started_ns) VALUES (?, ?, ?, ?)",
+                (run_id, suite, json.dumps(list(devices)), time.time_ns()),
+            )
+
+    def finish_run(self, run_id: str, exit_code: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_ns = ?, exit_code = ? WHERE run_id = ?",
+                (time.time_ns(), exit_code, run_id),
+            )
+
+    def add(self, record: Record) -> int:
+        """Store one record durably (committed before this returns); returns its id."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO records (run_id, measurement, time_ns, tags, fields)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.run_id,
+                    record.measurement,
+                    record.time_ns,
+                    json.dumps(dict(record.tags), sort_keys=True),
+                    json.dumps(dict(record.fields), sort_keys=True),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def records(self, run_id: str | None = None, measurement: str | None = None) -> list[Record]:
+        query = "SELECT measurement, time_ns, tags, fields FROM records WHERE 1=1"
+        params: list[str] = []
+        if run_id is not None:
+            query += " AND run_id = ?"
+            params.append(run_id)
+        if measurement is not None:
+            query += " AND measurement = ?"
+            params.append(measurement)
+        with self.lock:
+            rows = self.db.execute(query + " ORDER BY id", params).fetchall()
+        return [row_to_record(row) for row in rows]
+
+    def runs(self) -> list[RunInfo]:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT r.run_id, r.suite, r.devices, r.started_ns, r.finished_ns, r.exit_code,"
+                " (SELECT COUNT(*) FROM records x WHERE x.run_id = r.run_id"
+                "  AND x.measurement = 'result')"
+                " FROM runs r ORDER BY r.started_ns"
+            ).fetchall()
+        return [
+            RunInfo(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+            for row in rows
+        ]
+
+
+def row_to_record(row: tuple[str, int, str, str]) -> Record:
+    measurement, time_ns, tags, fields = row
+    return Record(measurement, json.loads(tags), json.loads(fields), time_ns)
