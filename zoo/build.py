@@ -136,6 +136,41 @@ def build_mlp() -> dict[str, object]:
     return card("digits_mlp", path, "dense", "mlp", "digits_test.npz", model, logits, y_test)
 
 
+def conv_bn(cin: int, cout: int, stride: int = 1, groups: int = 1, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(),
+    )
+
+
+def separable(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """MobileNet v1 block: depthwise 3x3 then pointwise 1x1, each with BatchNorm and ReLU6."""
+    return nn.Sequential(conv_bn(cin, cin, stride, groups=cin), conv_bn(cin, cout, k=1))
+
+
+def build_cnn() -> dict[str, object]:
+    seed_everything()
+    x_train, y_train, x_test, y_test = digits_split()
+    x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
+    model = nn.Sequential(
+        conv_bn(1, 16),
+        separable(16, 32, stride=1),
+        separable(32, 64, stride=2),
+        separable(64, 64, stride=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
+    train_classifier(model, x_train, y_train, epochs=40, lr=3e-3)
+    path = ZOO / "digits_cnn.onnx"
+    export(model, torch.from_numpy(x_test[:1]), path, "input", "logits", dynamic_batch=True)
+    save_npz(ZOO / "digits_cnn_test.npz", inputs=x_test, labels=y_test)
+    save_npz(ZOO / "digits_cnn_calib.npz", inputs=x_train[:CALIB_SIZE])
+    logits = check_against_torch(model, path, x_test)
+    return card("digits_cnn", path, "compact", "cnn", "digits_cnn_test.npz", model, logits, y_test)
+
+
 def card(
     name: str,
     path: Path,
@@ -179,7 +214,7 @@ def write_index(cards: list[dict[str, object]]) -> None:
     (ZOO / "SHA256SUMS").write_text("".join(lines))
 
 
-BUILDERS: dict[str, Callable[[], dict[str, object]]] = {"mlp": build_mlp}
+BUILDERS: dict[str, Callable[[], dict[str, object]]] = {"mlp": build_mlp, "cnn": build_cnn}
 
 
 def main(argv: list[str]) -> None:
