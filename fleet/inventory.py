@@ -1,0 +1,207 @@
+"""Ansible-compatible inventory: devices, their groups, tags and how to reach them."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet import paths, yamlfile
+from fleet.errors import ConfigError
+
+DEVICE_CLASSES = ("pi", "jetson", "mac", "gpu", "x86", "lab", "local")
+LOCAL = "local"
+# Relative to the login directory: SFTP and remote commands both start there.
+DEFAULT_WORKDIR = ".cache/fleet-agent"
+
+_FLEET_VARS = {"fleet_class", "fleet_python", "fleet_workdir", "fleet_tags"}
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    host: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    device_class: str = "x86"
+    python: str = "python3"
+    workdir: str = DEFAULT_WORKDIR
+    tags: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    source: str = ""  # file:line the device was declared at, for error messages
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == LOCAL
+
+
+def local_device() -> Device:
+    """The built-in device: this machine, reached without SSH."""
+    return Device(
+        name=LOCAL,
+        host="localhost",
+        user=getpass.getuser(),
+        device_class=LOCAL,
+        python=sys.executable,
+        workdir=str(paths.cache_dir() / "local-device"),
+        groups=(LOCAL,),
+        source="built-in",
+    )
+
+
+@dataclass
+class Inventory:
+    devices: dict[str, Device] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def select(self, selectors: Iterable[str]) -> list[Device]:
+        """Devices matching any selector: a group name, a host name or a tag."""
+        chosen: dict[str, Device] = {}
+        for raw in selectors:
+            selector = raw.strip()
+            if not selector:
+                continue
+            matches = [
+                device
+                for device in self.devices.values()
+                if selector == device.name
+                or device.name in self.groups.get(selector, ())
+                or selector in device.tags
+            ]
+            if not matches:
+                raise ConfigError(
+                    f"no device matches {selector!r}; known groups: "
+                    f"{', '.join(sorted(self.groups)) or '-'}; hosts: "
+                    f"{', '.join(sorted(self.devices))}; tags: "
+                    f"{', '.join(sorted({t for d in self.devices.values() for t in d.tags})) or '-'}"
+                )
+            chosen.update((device.name, device) for device in matches)
+        return list(chosen.values())
+
+
+def load_inventory(path: Path | None) -> Inventory:
+    """Read an inventory file (or every *.yml/*.yaml in a folder); `local` is always there."""
+    inventory = Inventory()
+    files = [] if path is None else _inventory_files(path)
+    for file in files:
+        _load_file(file, inventory)
+    local = local_device()
+    inventory.devices.setdefault(LOCAL, local)
+    inventory.groups.setdefault(LOCAL, [LOCAL])
+    return inventory
+
+
+def _inventory_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        if not files:
+            raise ConfigError(f"{path}: no *.yaml inventory files in this folder")
+        return files
+    if not path.exists():
+        raise ConfigError(f"{path}: inventory file not found (give --inventory FILE)")
+    return [path]
+
+
+def _load_file(path: Path, inventory: Inventory) -> None:
+    data = yamlfile.load(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an inventory is a mapping with a top-level 'all:' group")
+    known_hosts = path.parent / "known_hosts"
+    hosts: dict[str, dict[str, Any]] = {}
+    host_groups: dict[str, list[str]] = {}
+    host_where: dict[str, str] = {}
+
+    def walk(name: str, group: Any, inherited: Mapping[str, Any], where: str) -> None:
+        if group is None:
+            group = {}
+        if not isinstance(group, dict):
+            raise ConfigError(f"{where}: group {name!r} must be a mapping of hosts/children/vars")
+        unknown = set(group) - {"hosts", "children", "vars"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(
+                f"{yamlfile.where(path, group, key)}: unknown key {key!r} in group {name!r};"
+                " expected hosts, children or vars"
+            )
+        gvars = {**inherited, **_mapping(path, group, "vars")}
+        inventory.groups.setdefault(name, [])
+        for host, hvars in _mapping(path, group, "hosts").items():
+            host_where.setdefault(host, yamlfile.where(path, group.get("hosts"), host))
+            if hvars is not None and not isinstance(hvars, dict):
+                raise ConfigError(f"{host_where[host]}: host {host!r} vars must be a mapping")
+            hosts[host] = {**hosts.get(host, {}), **gvars, **(hvars or {})}
+            host_groups.setdefault(host, [])
+            if name != "all":
+                host_groups[host].append(name)
+            inventory.groups[name].append(host)
+        for child, child_group in _mapping(path, group, "children").items():
+            walk(child, child_group, gvars, yamlfile.where(path, group.get("children"), child))
+            inventory.groups[name].extend(inventory.groups[child])
+
+    if "all" in data:
+        walk("all", data["all"], {}, yamlfile.where(path, data, "all"))
+    else:  # Ansible also accepts top-level groups without 'all'
+        for name, group in data.items():
+            walk(name, group, {}, yamlfile.where(path, data, name))
+    for host, hvars in hosts.items():
+        device = _device(host, hvars, tuple(host_groups[host]), host_where[host], known_hosts)
+        inventory.devices[host] = device
+
+
+def _mapping(path: Path, node: dict[str, Any], key: str) -> dict[str, Any]:
+    value = node.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{yamlfile.where(path, node, key)}: {key!r} must be a mapping")
+    return value
+
+
+def _device(
+    name: str, hvars: Mapping[str, Any], groups: tuple[str, ...], where: str, known_hosts: Path
+) -> Device:
+    if name == LOCAL:
+        raise ConfigError(f"{where}: 'local' is the built-in device; rename this host")
+    for key in hvars:
+        if key.startswith("fleet_") and key not in _FLEET_VARS:
+            raise ConfigError(
+                f"{where}: unknown variable {key!r} for host {name!r};"
+                f" fleet knows {', '.join(sorted(_FLEET_VARS))}"
+            )
+    device_class = str(hvars.get("fleet_class", "x86"))
+    if device_class not in DEVICE_CLASSES:
+        raise ConfigError(
+            f"{where}: fleet_class {device_class!r} of {name!r} is not one of"
+            f" {', '.join(DEVICE_CLASSES)}"
+        )
+    port = hvars.get("ansible_port", 22)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{where}: ansible_port of {name!r} must be a port number, not {port!r}")
+    tags = hvars.get("fleet_tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ConfigError(f"{where}: fleet_tags of {name!r} must be a list of strings")
+    key_file = hvars.get("ansible_ssh_private_key_file")
+    if key_file is not None:
+        key_path = Path(str(key_file)).expanduser()
+        if not key_path.is_absolute():  # Ansible resolves it against the inventory's folder
+            key_path = known_hosts.parent / key_path
+        key_file = str(key_path)
+    return Device(
+        name=name,
+        host=str(hvars.get("ansible_host", name)),
+        port=port,
+        user=str(hvars["ansible_user"]) if "ansible_user" in hvars else None,
+        key_file=key_file,
+        device_class=device_class,
+        python=str(hvars.get("fleet_python", "python3")),
+        workdir=str(hvars.get("fleet_workdir", DEFAULT_WORKDIR)),
+        tags=tuple(tags),
+        groups=groups,
+        known_hosts=known_hosts if known_hosts.exists() else None,
+        source=where,
+    )

@@ -1,0 +1,304 @@
+"""Drive one run: convert, push, run the agent on every device, store each result at once.
+
+Devices run in parallel (bounded); on one device the cases run one at a time, in the agent.
+A device that fails is reported in the outcome while the others finish: partial failure is
+data, not an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fleet_agent
+
+from fleet.agent_build import AgentApp, build_agent
+from fleet.artifacts import Artifact, convert
+from fleet.artifacts.cache import sha256_file
+from fleet.errors import DeviceError, FleetError
+from fleet.inventory import Device
+from fleet.plan import Case, DevicePlan, Plan, make_plan
+from fleet.results.record import Record, make_record
+from fleet.results.store import Store
+from fleet.suite import Suite, check_budgets
+from fleet.transport import Transport, connect
+
+# Case outcomes that say "this model does not fit this device" (exit 1), as budgets do.
+FINDINGS = ("timeout", "out_of_memory")
+# Extra silence allowed beyond a case's own timeout before the agent is declared hung.
+AGENT_GRACE_S = 120.0
+
+Reporter = Callable[[str, str], None]  # (device, message)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    records: list[Record] = field(default_factory=list)
+    device_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def results(self) -> list[Record]:
+        return [r for r in self.records if r.measurement == "result"]
+
+    @property
+    def exit_code(self) -> int:
+        statuses = {r.status for r in self.results}
+        if self.device_errors or statuses & {"invalid_model", "error"}:
+            return 2
+        if statuses & set(FINDINGS) or any(r.fields.get("passed") is False for r in self.results):
+            return 1
+        return 0
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def run_suite(
+    suite: Suite,
+    devices: Sequence[Device],
+    store: Store,
+    *,
+    parallel: int = 4,
+    report: Reporter = lambda device, message: None,
+) -> RunOutcome:
+    plan = make_plan(suite, devices)
+    outcome = RunOutcome(new_run_id())
+    artifacts = prepare_artifacts(plan, report)
+    agent = build_agent()
+    store.start_run(outcome.run_id, suite.name, [d.name for d in devices])
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = {
+                pool.submit(
+                    DeviceRun(suite.name, dp, artifacts, agent, store, outcome, report).run
+                ): dp.device.name
+                for dp in plan.devices
+            }
+            for future, name in futures.items():
+                try:
+                    future.result()
+                except FleetError as exc:
+                    outcome.device_errors[name] = str(exc)
+                    report(name, f"ERROR {exc}")
+    finally:
+        store.finish_run(outcome.run_id, outcome.exit_code)
+    return outcome
+
+
+def prepare_artifacts(plan: Plan, report: Reporter) -> dict[tuple[str, str], Artifact]:
+    """Convert every (model, variant) once, before any device time is spent."""
+    artifacts = {}
+    for model, variant in plan.variants():
+        report("controller", f"artifact {model.name} {variant}")
+        artifacts[(model.name, str(variant))] = convert(
+            model.path, variant, calibration=model.calibration, declared=model.declared
+        )
+    return artifacts
+
+
+class DeviceRun:
+    """Everything that happens on one device during a run."""
+
+    def __init__(
+        self,
+        suite: str,
+        plan: DevicePlan,
+        artifacts: Mapping[tuple[str, str], Artifact],
+        agent: AgentApp,
+        store: Store,
+        outcome: RunOutcome,
+        report: Reporter,
+    ) -> None:
+        self.suite = suite
+        self.plan = plan
+        self.device = plan.device
+        self.artifacts = artifacts
+        self.agent = agent
+        self.store = store
+        self.outcome = outcome
+        self.report = report
+        self.sysinfo: dict[str, Any] = {}
+        self.agent_version = ""
+        self.agent_path = f"{self.device.workdir}/{agent.name}"
+        self.reference_accuracy: dict[str, float] = {}
+
+    def run(self) -> None:
+        self.report(self.device.name, "connecting")
+        transport = connect(self.device)
+        try:
+            job, cases = self.push(transport)
+            self.report(self.device.name, f"running {len(cases)} case(s)")
+            self.converse(transport, job, cases)
+        finally:
+            transport.close()
+
+    def push(self, transport: Transport) -> tuple[dict[str, Any], dict[str, Case]]:
+        """Send the agent, artifacts and data sets the device lacks; build the job."""
+        workdir = self.device.workdir
+        transport.check(["mkdir", "-p", f"{workdir}/cache", f"{workdir}/outputs"])
+        self.send(transport, self.agent.path, self.agent_path)
+        job_cases, cases = [], {}
+        outputs = f"{workdir}/outputs/{self.outcome.run_id}"
+        transport.check(["mkdir", "-p", outputs])
+        for case in self.plan.cases:
+            artifact = self.artifacts[(case.model.name, str(case.variant))]
+            remote = f"{workdir}/cache/{artifact.sha256}{artifact.path.suffix}"
+            self.send(transport, artifact.path, remote)
+            dataset = None
+            if case.model.dataset is not None:
+                dataset = f"{workdir}/cache/{sha256_file(case.model.dataset)}.npz"
+                self.send(transport, case.model.dataset, dataset)
+            reference = f"{outputs}/{case.model.name}.npy" if case.has_reference else None
+            settings = dict(case.settings)
+            job_cases.append({
+                "id": case.id,
+                "model": case.model.name,
+                "artifact": remote,
+                "sha256": artifact.sha256,
+                "format": case.variant.format,
+                "precision": case.variant.precision,
+                "runtime": case.runtime,
+                "provider": settings["provider"],
+                "threads": settings["threads"],
+                "batch": settings["batch"],
+                "dataset": dataset,
+                "save_outputs": reference if case.is_reference else None,
+                "reference": reference if not case.is_reference else None,
+                "settings": settings,
+                "timeout_s": settings["timeout_s"],
+            })
+            cases[case.id] = case
+        job = {
+            "protocol": fleet_agent.PROTOCOL,
+            "run_id": self.outcome.run_id,
+            "workdir": workdir,
+            "cases": job_cases,
+        }
+        return job, cases
+
+    def send(self, transport: Transport, local: Path, remote: str) -> None:
+        """Content-addressed: a file already on the device under its hash is never resent."""
+        if not transport.exists(remote):
+            self.report(self.device.name, f"push {local.name}")
+            transport.put(local, remote)
+
+    def converse(self, transport: Transport, job: dict[str, Any], cases: dict[str, Case]) -> None:
+        proc = transport.run(
+            [self.device.python, self.agent_path, "serve"], stdin=json.dumps(job).encode() + b"\n"
+        )
+        idle = max(float(c["timeout_s"]) for c in job["cases"]) + AGENT_GRACE_S
+        done = False
+        for line in proc.lines(idle_timeout=idle):
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                raise DeviceError(
+                    self.device.name, f"agent printed a line that is not JSON: {line[:120]!r}"
+                ) from None
+            done = self.handle(event, cases) or done
+        code = proc.wait()
+        if not done:
+            raise DeviceError(
+                self.device.name,
+                f"agent ended without finishing (exit {code}): {proc.stderr_text()}"
+                f" — check that {self.device.python} has numpy and a runtime",
+            )
+
+    def handle(self, event: dict[str, Any], cases: dict[str, Case]) -> bool:
+        """Act on one agent event; True once the agent says it is done."""
+        kind = event.get("event")
+        if kind == "hello":
+            self.agent_version = str(event.get("agent_version"))
+            if event.get("protocol") != fleet_agent.PROTOCOL:
+                raise DeviceError(
+                    self.device.name,
+                    f"agent speaks protocol {event.get('protocol')}, controller"
+                    f" {fleet_agent.PROTOCOL}; upgrade fleet on both sides",
+                )
+        elif kind == "fatal":
+            raise DeviceError(self.device.name, f"agent: {event.get('message')}")
+        elif kind == "sysinfo":
+            self.sysinfo = {k: v for k, v in event.items() if k != "event"}
+            self.keep(make_record("device", self.tags(), self.device_fields()))
+        elif kind == "case_start":
+            self.report(self.device.name, f"{event['case']} started")
+        elif kind in ("result", "case_error"):
+            self.keep(self.case_record(event, cases[event["case"]]))
+        elif kind == "done":
+            return True
+        return False
+
+    def keep(self, record: Record) -> None:
+        """Store first, then everything else: a crash after this loses nothing."""
+        self.store.add(record)
+        self.outcome.records.append(record)
+
+    def tags(self, case: Case | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        tags = {
+            "suite": self.suite,
+            "device": self.device.name,
+            "device_class": self.device.device_class,
+            "arch": str(self.sysinfo.get("arch", "unknown")),
+            "os": str(self.sysinfo.get("os", "unknown")),
+        }
+        if case is not None:
+            tags.update(
+                model=case.model.name,
+                format=case.variant.format,
+                precision=case.variant.precision,
+                runtime=case.runtime,
+                provider=str(case.settings["provider"]),
+                batch=str(case.settings["batch"]),
+                threads=str(case.settings["threads"]),
+            )
+        tags.update(extra or {})
+        return tags
+
+    def device_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {"run_id": self.outcome.run_id, "status": "ok"}
+        for key, value in self.sysinfo.items():
+            if isinstance(value, bool | int | float | str):
+                fields[key] = value
+        return fields
+
+    def case_record(self, event: dict[str, Any], case: Case) -> Record:
+        artifact = self.artifacts[(case.model.name, str(case.variant))]
+        card = artifact.card
+        fields: dict[str, object] = {
+            "run_id": self.outcome.run_id,
+            "model_sha256": artifact.sha256,
+            "agent_version": self.agent_version,
+            "model_size_mb": card.get("model_size_mb"),
+            "params": card.get("params"),
+        }
+        if event["event"] == "case_error":
+            fields.update(status=event["kind"], message=event.get("message", ""), passed=False)
+            if event["kind"] == "skipped":
+                fields.pop("passed")
+            self.report(self.device.name, f"{case.id} {event['kind']}: {event.get('message')}")
+            return make_record("result", self.tags(case), fields)
+        measured = {k: v for k, v in event["fields"].items() if _finite(v)}
+        fields.update(measured, status="ok")
+        accuracy = measured.get("accuracy_top1")
+        if case.is_reference and isinstance(accuracy, float):
+            self.reference_accuracy[case.model.name] = accuracy
+        elif isinstance(accuracy, float) and case.model.name in self.reference_accuracy:
+            fields["accuracy_drop_pp"] = (self.reference_accuracy[case.model.name] - accuracy) * 100
+        broken = check_budgets(fields, case.budgets)
+        fields.update(passed=not broken, budget_failures="; ".join(broken))
+        verdict = "PASS" if not broken else "FAIL " + "; ".join(broken)
+        self.report(self.device.name, f"{case.id} p50 {measured['latency_ms_p50']:.3f} ms {verdict}")
+        return make_record("result", self.tags(case, event.get("tags")), fields)
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, float) or value == value and abs(value) != float("inf")
+
