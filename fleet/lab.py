@@ -74,6 +74,9 @@ def up(folder: Path, count: int, pythons: list[str] | None = None, first: int = 
 
 
 def _keygen(path: Path) -> None:
+    """A fresh key pair; a lab started again in the same folder gets new keys."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".pub").unlink(missing_ok=True)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fleet-lab", "-f", str(path)],
         check=True, stdin=subprocess.DEVNULL,

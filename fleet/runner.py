@@ -265,7 +265,8 @@ class DeviceRun:
     def device_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {"run_id": self.outcome.run_id, "status": "ok"}
         for key, value in self.sysinfo.items():
-            if isinstance(value, bool | int | float | str):
+            # "unavailable" is left out: a field must keep one type across devices and runs.
+            if isinstance(value, bool | int | float | str) and value != "unavailable":
                 fields[key] = value
         return fields
 

@@ -1,0 +1,32 @@
+"""Shared fixtures: a real lab of sshd devices, and isolated result stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet import lab as lab_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fleet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Results and logs in a fresh folder; the artifact cache stays shared (it is keyed by
+    content, and the converter environment in it is slow to build)."""
+    home = tmp_path / "fleet-home"
+    monkeypatch.setenv("FLEET_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Path]:
+    """Three devices, each a real OpenSSH sshd on its own 127.0.0.x address."""
+    folder = tmp_path / "lab"
+    lab_lib.up(folder, 3)
+    try:
+        yield folder
+    finally:
+        lab_lib.down(folder)

@@ -1,0 +1,121 @@
+"""End to end through the CLI on a lab of real sshd devices: no mock of SSH anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fleet import lab as lab_lib
+from fleet.cli import main
+from fleet.results.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "suites" / "smoke.yaml")
+
+pytestmark = pytest.mark.slow
+
+
+def run(lab: Path, store: Path, devices: str = "lab") -> tuple[int, str]:
+    result = CliRunner().invoke(
+        main,
+        ["run", SMOKE, "--inventory", str(lab / "inventory.yaml"), "--devices", devices,
+         "--store", str(store)],
+    )
+    return result.exit_code, result.output
+
+
+def test_smoke_suite_on_three_lab_devices(lab: Path, tmp_path: Path) -> None:
+    code, output = run(lab, tmp_path / "results.sqlite")
+    assert code == 0, output
+    table = [line for line in output.splitlines() if line.startswith("lab")]
+    assert [line.split()[0] for line in table] == ["lab1", "lab2", "lab3"]
+    assert all(line.rstrip().endswith("pass") for line in table), output
+
+    store = Store(tmp_path / "results.sqlite")
+    (run_info,) = store.runs()
+    assert run_info.exit_code == 0
+    results = store.records(run_info.run_id, "result")
+    assert sorted(r.tags["device"] for r in results) == ["lab1", "lab2", "lab3"]
+    for record in results:
+        assert record.tags["device_class"] == "lab"
+        assert record.tags["runtime"] == "onnxruntime" and record.tags["provider"] == "cpu"
+        f = record.fields
+        assert 0 < f["latency_ms_p50"] <= f["latency_ms_p95"] <= f["latency_ms_p99"]
+        assert f["iterations"] >= 300
+        assert f["peak_rss_mb"] >= f["rss_after_load_mb"] > 0
+        assert f["load_ms"] > 0
+        assert f["accuracy_top1"] > 0.95
+        assert f["passed"] is True and f["run_id"] == run_info.run_id
+    facts = store.records(run_info.run_id, "device")
+    assert {r.tags["device"] for r in facts} == {"lab1", "lab2", "lab3"}
+    assert all(r.fields["arch"] for r in facts)
+
+
+def test_second_run_sends_nothing_again(lab: Path, tmp_path: Path) -> None:
+    assert run(lab, tmp_path / "a.sqlite", "lab1")[0] == 0
+    code, output = run(lab, tmp_path / "b.sqlite", "lab1")
+    assert code == 0, output
+    assert "push" not in output  # agent, model and data set are already on the device
+
+
+def test_changed_host_key_is_refused_and_nothing_runs_there(lab: Path, tmp_path: Path) -> None:
+    lab2 = next(d for d in lab_lib.load(lab) if d.name == "lab2")
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known = (lab / "known_hosts").read_text().splitlines()
+    forged = other.with_suffix(".pub").read_text().split()[:2]
+    known = [
+        f"[{lab2.address}]:{lab2.port} {' '.join(forged)}" if f"]:{lab2.port} " in line else line
+        for line in known
+    ]
+    (lab / "known_hosts").write_text("\n".join(known) + "\n")
+
+    code, output = run(lab, tmp_path / "results.sqlite")
+    assert code == 2, output
+    assert "lab2: host key of" in output and "CHANGED" in output and "ssh-keygen -R" in output
+    store = Store(tmp_path / "results.sqlite")
+    assert sorted(r.tags["device"] for r in store.records(measurement="result")) == ["lab1", "lab3"]
+    assert not list(Path(lab2.workdir).iterdir())  # no agent, model or job reached lab2
+
+
+def test_unknown_host_key_is_refused(lab: Path, tmp_path: Path) -> None:
+    (lab / "known_hosts").write_text("")
+    code, output = run(lab, tmp_path / "results.sqlite", "lab1")
+    assert code == 2
+    assert "unknown host key" in output and "ssh-keyscan" in output
+
+
+def test_device_with_stopped_sshd_is_reported_and_others_finish(lab: Path, tmp_path: Path) -> None:
+    lab3 = next(d for d in lab_lib.load(lab) if d.name == "lab3")
+    lab_lib.stop_device(lab3)
+
+    code, output = run(lab, tmp_path / "results.sqlite")
+    assert code == 2
+    assert f"lab3: cannot reach {lab3.address}:{lab3.port}" in output
+    store = Store(tmp_path / "results.sqlite")
+    assert sorted(r.tags["device"] for r in store.records(measurement="result")) == ["lab1", "lab2"]
+
+
+def test_lab_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
+    folder = tmp_path / "cli-lab"
+    runner = CliRunner()
+    up = runner.invoke(main, ["lab", "up", "--devices", "2", "--dir", str(folder)])
+    assert up.exit_code == 0, up.output
+    pids = [d.pid for d in lab_lib.load(folder)]
+    status = runner.invoke(main, ["lab", "status", "--dir", str(folder)])
+    assert status.output.count(" up") == 2
+    down = runner.invoke(main, ["lab", "down", "--dir", str(folder)])
+    assert down.exit_code == 0 and "lab1, lab2" in down.output
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    leftover = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True)
+    assert leftover.stdout == ""
+
+
+def test_local_device_needs_no_inventory(tmp_path: Path, fleet_home: Path) -> None:
+    result = CliRunner().invoke(main, ["run", SMOKE])
+    assert result.exit_code == 0, result.output
+    assert "local" in result.output
+    assert len(Store(fleet_home / "results.sqlite").records(measurement="result")) == 1
