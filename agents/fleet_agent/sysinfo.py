@@ -7,9 +7,11 @@ pure functions of the text a file or tool gives (tested on real samples in
 lists with short timeouts. Numbers are floats, as the result record requires.
 """
 
+import contextlib
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -300,8 +302,10 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _run(argv: List[str], timeout: float = _COMMAND_TIMEOUT_S) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True).stdout
+def _run(argv: List[str]) -> str:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S, check=True
+    ).stdout
 
 
 def read_cpufreq(directory: str) -> Facts:
@@ -328,23 +332,31 @@ def read_thermal_zones(root: str) -> Dict[str, float]:
     return parse_thermal_zones(zones)
 
 
-def read_tegrastats_line(timeout: float = 3.0) -> str:
-    """One line from ``tegrastats``, which otherwise prints every interval until killed."""
+def read_tegrastats_line(timeout: Optional[float] = None) -> str:
+    """One line from ``tegrastats``, which otherwise prints every interval until killed;
+    "" if it prints nothing in time."""
     proc = subprocess.Popen(
         ["tegrastats", "--interval", "100"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,  # its own process group, so that nothing it started outlives it
     )
-    timer = threading.Timer(timeout, proc.kill)
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(_COMMAND_TIMEOUT_S if timeout is None else timeout, kill)
     timer.start()
+    assert proc.stdout is not None  # for mypy: stdout=PIPE was asked for
     try:
-        assert proc.stdout is not None  # for mypy: stdout=PIPE was asked for
         return proc.stdout.readline()
     finally:
         timer.cancel()
-        proc.kill()
+        kill()
         proc.wait()
+        proc.stdout.close()
 
 
 def temperature_c() -> Optional[float]:

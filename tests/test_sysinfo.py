@@ -1,0 +1,431 @@
+import json
+import os
+import platform
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from fleet_agent import sysinfo
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sysinfo"
+DECLARED = {key for keys, _ in sysinfo._PROBES for key in keys}
+
+
+def fixture(name):
+    return (FIXTURES / name).read_text()
+
+
+# ---------------------------------------------------------------- parsers on real samples
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "cpuinfo_pi5.txt",
+            {
+                "cpu_model": "ARM Cortex-A76",
+                "cpu_cores": 4.0,
+                "board_model": "Raspberry Pi 5 Model B Rev 1.0",
+            },
+        ),
+        (
+            "cpuinfo_pi3_armv7.txt",
+            {
+                "cpu_model": "ARM Cortex-A53",
+                "cpu_cores": 4.0,
+                "board_model": "Raspberry Pi 3 Model B Rev 1.2",
+            },
+        ),
+        ("cpuinfo_orin_nano.txt", {"cpu_model": "ARM Cortex-A78AE", "cpu_cores": 6.0}),
+        ("cpuinfo_rk3588.txt", {"cpu_model": "ARM Cortex-A55 + Cortex-A76", "cpu_cores": 8.0}),
+        (
+            "cpuinfo_x86_epyc_vm.txt",
+            {"cpu_model": "AMD EPYC", "cpu_cores": 2.0, "cpu_freq_mhz": 2596.134},
+        ),
+    ],
+)
+def test_parse_cpuinfo(name, expected):
+    assert sysinfo.parse_cpuinfo(fixture(name)) == expected
+
+
+def test_parse_cpuinfo_unknown_arm_core_falls_back_to_hardware_line():
+    text = (
+        "processor\t: 0\nCPU implementer\t: 0x51\nCPU part\t: 0x801\n\n"
+        "Hardware\t: Qualcomm SDM845\n"
+    )
+    assert sysinfo.parse_cpuinfo(text)["cpu_model"] == "Qualcomm SDM845"
+
+
+def test_parse_cpuinfo_of_nothing():
+    assert sysinfo.parse_cpuinfo("") == {"cpu_model": "unavailable", "cpu_cores": "unavailable"}
+
+
+def test_parse_meminfo():
+    assert sysinfo.parse_meminfo(fixture("meminfo_pi5.txt")) == {
+        "ram_total_mb": 8245968 / 1024,
+        "ram_available_mb": 7512880 / 1024,
+    }
+
+
+def test_parse_os_release():
+    assert sysinfo.parse_os_release(fixture("os_release_bookworm.txt")) == {
+        "os_name": "Debian GNU/Linux 12 (bookworm)"
+    }
+    assert sysinfo.parse_os_release("ID=alpine\n") == {}
+
+
+def test_parse_device_tree_model_strips_the_nul():
+    text = (FIXTURES / "device_tree_model_pi5").read_bytes().decode()
+    assert text.endswith("\x00")
+    assert sysinfo.parse_device_tree_model(text) == {
+        "board_model": "Raspberry Pi 5 Model B Rev 1.0"
+    }
+    assert sysinfo.parse_device_tree_model("\x00") == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "release", "jetpack"),
+    [
+        ("nv_tegra_release_orin_r36.3", "36.3.0", "6.0"),
+        ("nv_tegra_release_nano_r32.7.1", "32.7.1", "4.6.1"),
+    ],
+)
+def test_parse_nv_tegra_release(name, release, jetpack):
+    assert sysinfo.parse_nv_tegra_release(fixture(name)) == {
+        "l4t_release": release,
+        "jetpack": jetpack,
+    }
+
+
+def test_parse_nv_tegra_release_unknown_jetpack_and_garbage():
+    text = "# R36 (release), REVISION: 9.9, GCID: 1, BOARD: generic, EABI: aarch64, DATE: x\n"
+    assert sysinfo.parse_nv_tegra_release(text) == {
+        "l4t_release": "36.9.9",
+        "jetpack": "unavailable",
+    }
+    assert sysinfo.parse_nv_tegra_release("hello\n") == {}
+
+
+def test_parse_nvidia_smi_gpus():
+    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_h100.txt")) == {
+        "gpu_name": "NVIDIA H100 80GB HBM3",
+        "gpu_count": 1.0,
+        "gpu_driver": "550.54.15",
+        "gpu_memory_total_mb": 81559.0,
+    }
+    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_mixed.txt")) == {
+        "gpu_name": "NVIDIA GeForce RTX 4090 + NVIDIA GeForce RTX 3090",
+        "gpu_count": 2.0,
+        "gpu_driver": "550.107.02",
+        "gpu_memory_total_mb": 24564.0 + 24576.0,
+    }
+    # Jetson's integrated GPU shares RAM: nvidia-smi has no total for it.
+    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_orin.txt")) == {
+        "gpu_name": "Orin (nvgpu)",
+        "gpu_count": 1.0,
+        "gpu_driver": "540.3.0",
+    }
+    assert sysinfo.parse_nvidia_smi_gpus("No devices were found\n") == {}
+
+
+def test_read_cpufreq_of_a_pi5():
+    assert sysinfo.read_cpufreq(str(FIXTURES / "cpufreq_pi5")) == {
+        "cpu_governor": "ondemand",
+        "cpu_freq_mhz": 1500.0,
+        "cpu_freq_max_mhz": 2400.0,
+    }
+
+
+def test_read_cpufreq_prefers_hardware_max_over_policy_cap():
+    files = {"scaling_max_freq": "1800000\n", "cpuinfo_max_freq": "2400000\n"}
+    assert sysinfo.parse_cpufreq(files) == {"cpu_freq_max_mhz": 2400.0}
+    assert sysinfo.parse_cpufreq({"scaling_max_freq": "1800000\n"}) == {"cpu_freq_max_mhz": 1800.0}
+
+
+def test_read_thermal_zones():
+    assert sysinfo.read_thermal_zones(str(FIXTURES / "thermal_pi5")) == {"cpu-thermal": 48.3}
+    # The Orin's switched-off CV sensors read -256 °C and are left out.
+    assert sysinfo.read_thermal_zones(str(FIXTURES / "thermal_orin_nano")) == {
+        "cpu-thermal": 51.968,
+        "gpu-thermal": 50.5,
+        "soc0-thermal": 49.062,
+        "soc1-thermal": 48.625,
+        "soc2-thermal": 48.75,
+        "tj-thermal": 52.031,
+    }
+
+
+def test_parse_thermal_zones_keeps_hottest_of_a_repeated_type():
+    zones = [("acpitz\n", "27800\n"), ("acpitz\n", "29800\n"), ("x86_pkg_temp\n", "41000\n")]
+    assert sysinfo.parse_thermal_zones(zones) == {"acpitz": 29.8, "x86_pkg_temp": 41.0}
+
+
+def test_parse_vcgencmd_temp():
+    assert sysinfo.parse_vcgencmd_temp(fixture("vcgencmd_measure_temp.txt")) == 48.3
+    with pytest.raises(ValueError, match="not a vcgencmd temperature"):
+        sysinfo.parse_vcgencmd_temp("VCHI initialization failed\n")
+
+
+def test_parse_vcgencmd_throttled_decodes_bits():
+    # 0x50005 = bits 0, 2, 16, 18: under-voltage and throttling, now and since boot.
+    assert sysinfo.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled.txt")) == {
+        "throttled_bits": "0x50005",
+        "under_voltage_now": True,
+        "arm_freq_capped_now": False,
+        "throttled_now": True,
+        "soft_temp_limit_now": False,
+        "under_voltage_since_boot": True,
+        "arm_freq_capped_since_boot": False,
+        "throttled_since_boot": True,
+        "soft_temp_limit_since_boot": False,
+    }
+    healthy = sysinfo.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled_ok.txt"))
+    assert healthy.pop("throttled_bits") == "0x0"
+    assert not any(healthy.values())
+    with pytest.raises(ValueError, match="not a vcgencmd throttled value"):
+        sysinfo.parse_vcgencmd_throttled('error=1 error_msg="Command not registered"\n')
+
+
+def test_parse_nvpmodel():
+    assert sysinfo.parse_nvpmodel(fixture("nvpmodel_q_orin_nano.txt")) == {
+        "power_mode": "15W",
+        "power_mode_id": 0.0,
+    }
+    assert sysinfo.parse_nvpmodel(fixture("nvpmodel_q_orin_agx_warn.txt")) == {
+        "power_mode": "MAXN",
+        "power_mode_id": 0.0,
+    }
+    assert sysinfo.parse_nvpmodel("") == {}
+
+
+def test_parse_tegrastats_jetpack6():
+    assert sysinfo.parse_tegrastats(fixture("tegrastats_orin_nano_jp6.txt")) == {
+        "ram_used_mb": 2311.0,
+        "ram_total_mb": 7620.0,
+        "swap_used_mb": 0.0,
+        "swap_total_mb": 3810.0,
+        "cpu_cores_online": 4.0,  # two cores "off" in this power mode
+        "cpu_load_pct": (31 + 12 + 8 + 9) / 4,
+        "cpu_freq_mhz": 1510.0,
+        "emc_load_pct": 4.0,
+        "gpu_load_pct": 62.0,
+        "gpu_freq_mhz": 624.0,
+        "temp_cpu_c": 51.968,
+        "temp_soc2_c": 48.75,
+        "temp_soc0_c": 49.062,
+        "temp_gpu_c": 50.5,
+        "temp_tj_c": 52.031,
+        "temp_soc1_c": 48.625,
+        "power_vdd_in_mw": 7380.0,
+        "power_vdd_cpu_gpu_cv_mw": 2482.0,
+        "power_vdd_soc_mw": 1905.0,
+    }
+
+
+def test_parse_tegrastats_jetpack4():
+    assert sysinfo.parse_tegrastats(fixture("tegrastats_nano_jp4.txt")) == {
+        "ram_used_mb": 1628.0,
+        "ram_total_mb": 3964.0,
+        "swap_used_mb": 0.0,
+        "swap_total_mb": 1982.0,
+        "cpu_cores_online": 4.0,
+        "cpu_load_pct": (5 + 3 + 2 + 1) / 4,
+        "cpu_freq_mhz": 1428.0,
+        "emc_load_pct": 1.0,
+        "gpu_load_pct": 0.0,
+        "gpu_freq_mhz": 76.0,
+        "temp_pll_c": 33.5,
+        "temp_cpu_c": 36.0,
+        "temp_pmic_c": 50.0,
+        "temp_gpu_c": 35.0,
+        "temp_ao_c": 42.0,
+        "temp_thermal_c": 35.75,
+        "power_pom_5v_in_mw": 2150.0,
+        "power_pom_5v_gpu_mw": 0.0,
+        "power_pom_5v_cpu_mw": 429.0,
+    }
+
+
+# ---------------------------------------------------------------- collect, live and simulated
+
+
+def assert_well_formed(facts):
+    assert set(facts) >= DECLARED
+    for key, value in facts.items():
+        assert isinstance(key, str)
+        assert type(value) in (str, float, bool), (key, value)
+    json.dumps(facts)
+
+
+def test_collect_live_on_this_machine():
+    start = time.monotonic()
+    facts = sysinfo.collect()
+    assert time.monotonic() - start < 10
+    assert_well_formed(facts)
+    assert facts["os"] == platform.system().lower()
+    assert facts["arch"] == platform.machine()
+    assert facts["python"] == platform.python_version()
+    assert facts["kernel"] == platform.release()
+    with open("/proc/cpuinfo") as f:
+        assert facts["cpu_model"] == sysinfo.parse_cpuinfo(f.read())["cpu_model"]
+    assert facts["cpu_cores"] == float(os.cpu_count())
+    assert facts["ram_total_mb"] > 100
+
+
+def fake_tool(directory, name, script):
+    """An executable standing in for a board's vendor tool, which this machine lacks."""
+    tool = directory / name
+    tool.write_text("#!/bin/sh\n" + script)
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def tools(tmp_path, monkeypatch):
+    """A directory of fake vendor tools put first on PATH."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    monkeypatch.setenv("PATH", "{}{}{}".format(directory, os.pathsep, os.environ["PATH"]))
+    return directory
+
+
+def vcgencmd(tools, throttled_fixture="vcgencmd_get_throttled.txt"):
+    fake_tool(
+        tools,
+        "vcgencmd",
+        'case "$1" in\n'
+        '  measure_temp) cat "{}" ;;\n'
+        '  get_throttled) cat "{}" ;;\n'
+        "  *) exit 2 ;;\n"
+        "esac\n".format(FIXTURES / "vcgencmd_measure_temp.txt", FIXTURES / throttled_fixture),
+    )
+
+
+def point_at(monkeypatch, **paths):
+    for name, path in paths.items():
+        monkeypatch.setattr(sysinfo, name, str(path))
+
+
+def test_collect_on_a_simulated_raspberry_pi5(tools, monkeypatch, tmp_path):
+    vcgencmd(tools)
+    point_at(
+        monkeypatch,
+        _CPUINFO=FIXTURES / "cpuinfo_pi5.txt",
+        _MEMINFO=FIXTURES / "meminfo_pi5.txt",
+        _OS_RELEASE=FIXTURES / "os_release_bookworm.txt",
+        _DT_MODEL=FIXTURES / "device_tree_model_pi5",
+        _TEGRA_RELEASE=tmp_path / "absent",
+        _CPUFREQ_DIR=FIXTURES / "cpufreq_pi5",
+        _THERMAL_ROOT=FIXTURES / "thermal_pi5",
+    )
+    facts = sysinfo.collect()
+    assert_well_formed(facts)
+    assert facts["cpu_model"] == "ARM Cortex-A76"
+    assert facts["cpu_cores"] == 4.0
+    assert facts["board_model"] == "Raspberry Pi 5 Model B Rev 1.0"
+    assert facts["ram_total_mb"] == 8245968 / 1024
+    assert facts["os_name"] == "Debian GNU/Linux 12 (bookworm)"
+    assert facts["cpu_governor"] == "ondemand"
+    assert facts["cpu_freq_max_mhz"] == 2400.0
+    assert facts["temp_c"] == 48.3
+    assert facts["temp_cpu_thermal_c"] == 48.3
+    assert facts["pi_temp_c"] == 48.3
+    assert facts["throttled_bits"] == "0x50005"
+    assert facts["under_voltage_since_boot"] is True
+    assert facts["l4t_release"] == "unavailable"
+    assert facts["power_mode"] == "unavailable"
+    assert sysinfo.throttled_now() is True
+    assert sysinfo.temperature_c() == 48.3
+
+
+def test_collect_on_a_simulated_jetson_orin_nano(tools, monkeypatch, tmp_path):
+    fake_tool(
+        tools,
+        "nvpmodel",
+        '[ "$1" = "-q" ] || exit 2\ncat "{}"\n'.format(FIXTURES / "nvpmodel_q_orin_nano.txt"),
+    )
+    # Like the real tool, it prints a line per interval until it is killed.
+    fake_tool(
+        tools,
+        "tegrastats",
+        'while true; do cat "{}"; sleep 0.1; done\n'.format(
+            FIXTURES / "tegrastats_orin_nano_jp6.txt"
+        ),
+    )
+    fake_tool(tools, "nvidia-smi", 'cat "{}"\n'.format(FIXTURES / "nvidia_smi_gpus_orin.txt"))
+    point_at(
+        monkeypatch,
+        _CPUINFO=FIXTURES / "cpuinfo_orin_nano.txt",
+        _DT_MODEL=FIXTURES / "device_tree_model_orin_nano",
+        _TEGRA_RELEASE=FIXTURES / "nv_tegra_release_orin_r36.3",
+        _THERMAL_ROOT=FIXTURES / "thermal_orin_nano",
+    )
+    start = time.monotonic()
+    facts = sysinfo.collect()
+    assert time.monotonic() - start < 3  # one tegrastats line, not a wait for the timeout
+    assert_well_formed(facts)
+    assert facts["cpu_model"] == "ARM Cortex-A78AE"
+    assert facts["board_model"] == "NVIDIA Jetson Orin Nano Developer Kit"
+    assert facts["l4t_release"] == "36.3.0"
+    assert facts["jetpack"] == "6.0"
+    assert facts["gpu_name"] == "Orin (nvgpu)"
+    assert facts["gpu_memory_total_mb"] == "unavailable"
+    assert facts["power_mode"] == "15W"
+    assert facts["power_mode_id"] == 0.0
+    assert facts["temp_c"] == 52.031
+    assert facts["tegrastats_gpu_load_pct"] == 62.0
+    assert facts["tegrastats_ram_used_mb"] == 2311.0
+    assert facts["throttled_bits"] == "unavailable"
+    assert sysinfo.throttled_now() is None
+    assert sysinfo.temperature_c() == 52.031
+
+
+def test_collect_survives_broken_probes(tools, monkeypatch, tmp_path):
+    fake_tool(tools, "vcgencmd", 'echo "VCHI initialization failed"\n')
+    fake_tool(tools, "nvidia-smi", 'echo "NVIDIA-SMI has failed"\nexit 9\n')
+    fake_tool(tools, "tegrastats", "sleep 30\n")  # hangs without a line
+    garbage = tmp_path / "garbage"
+    garbage.write_text("MemTotal: lots\n\x00\x01")
+    point_at(
+        monkeypatch,
+        _CPUINFO=tmp_path,  # a directory: open() fails
+        _MEMINFO=garbage,
+        _OS_RELEASE=garbage,
+        _DT_MODEL=tmp_path / "absent",
+        _DMI_DIR=tmp_path / "absent",
+        _TEGRA_RELEASE=garbage,
+        _CPUFREQ_DIR=tmp_path,
+        _THERMAL_ROOT=tmp_path / "absent",
+    )
+    monkeypatch.setattr(sysinfo, "_COMMAND_TIMEOUT_S", 1.0)
+    facts = sysinfo.collect()
+    assert_well_formed(facts)
+    for key in DECLARED - {"os", "kernel", "arch", "python"}:
+        assert facts[key] == "unavailable", key
+    assert sysinfo.temperature_c() is None
+    assert sysinfo.throttled_now() is None
+
+
+def test_throttled_now_reads_only_the_current_bits(tools):
+    vcgencmd(tools, "vcgencmd_get_throttled_ok.txt")
+    assert sysinfo.throttled_now() is False
+    (tools / "since_boot.txt").write_text("throttled=0x50000\n")
+    vcgencmd(tools, tools / "since_boot.txt")
+    assert sysinfo.throttled_now() is False
+    (tools / "capped.txt").write_text("throttled=0x2\n")
+    vcgencmd(tools, tools / "capped.txt")
+    assert sysinfo.throttled_now() is True
+
+
+def test_temperature_falls_back_to_vcgencmd(tools, monkeypatch, tmp_path):
+    vcgencmd(tools)
+    point_at(monkeypatch, _THERMAL_ROOT=tmp_path)
+    assert sysinfo.temperature_c() == 48.3
+
+
+def test_tegrastats_that_prints_nothing_is_cut_off(tools):
+    fake_tool(tools, "tegrastats", "sleep 30\n")
+    start = time.monotonic()
+    assert sysinfo.read_tegrastats_line(timeout=0.5) == ""
+    assert time.monotonic() - start < 5
