@@ -1,0 +1,238 @@
+"""fleet.toml plus FLEET_ environment variables, validated into typed objects at load time.
+
+Secrets (InfluxDB password and token) come only from the environment or from a file, and live
+in a `Secret` whose repr and str are `***`, so they cannot leak into logs, errors or results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from fleet.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+CONFIG_NAME = "fleet.toml"
+
+Dialect = Literal["v1", "v2"]
+
+
+class Secret:
+    """A password or token: usable by code through `reveal()`, shown to people as `***`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    url: str
+    dialect: Dialect = "v1"
+    database: str = "fleet"  # v1 dialect
+    retention_policy: str = ""  # v1 dialect; empty: the database's default policy
+    bucket: str = "fleet"  # v2 dialect
+    org: str = ""  # v2 dialect
+    user: str = ""  # v1 dialect with authentication
+    password: Secret | None = None
+    token: Secret | None = None
+    batch_size: int = 5000
+    timeout_s: float = 10.0
+    retry_total_s: float = 15.0  # the longest a push keeps retrying a server that is down
+
+    @property
+    def sink(self) -> str:
+        """Names the destination, so the spool knows what was sent where."""
+        if self.dialect == "v1":
+            return f"influx-v1 {self.url} db={self.database} rp={self.retention_policy}"
+        return f"influx-v2 {self.url} org={self.org} bucket={self.bucket}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None  # the fleet.toml it came from, None when only the environment was used
+    influx: InfluxConfig | None  # None when no InfluxDB URL is configured
+
+
+# fleet.toml key in [influx] -> environment variable that overrides it.
+_ENV = {
+    "url": "FLEET_INFLUX_URL",
+    "dialect": "FLEET_INFLUX_DIALECT",
+    "database": "FLEET_INFLUX_DB",
+    "retention_policy": "FLEET_INFLUX_RP",
+    "bucket": "FLEET_INFLUX_BUCKET",
+    "org": "FLEET_INFLUX_ORG",
+    "user": "FLEET_INFLUX_USER",
+}
+_NUMBERS = ("batch_size", "timeout_s", "retry_total_s")
+_SECRETS = ("password", "token")
+_KNOWN = (*_ENV, *_NUMBERS, *(f"{name}_file" for name in _SECRETS))
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (or ./fleet.toml if it exists) and apply FLEET_ environment overrides."""
+    env = os.environ if env is None else env
+    if path is None and Path(CONFIG_NAME).is_file():
+        path = Path(CONFIG_NAME)
+    table: dict[str, object] = {}
+    text = ""
+    if path is not None:
+        text, table = _read(path)
+    where = _Where(path, text)
+    settings = dict(table)
+    for key, var in _ENV.items():
+        if env.get(var):
+            settings[key] = env[var]
+            where.env[key] = var
+    if not settings.get("url"):
+        return Config(path, None)
+    return Config(path, _influx(settings, env, where))
+
+
+class _Where:
+    """Turns a setting's name into where it came from: `fleet.toml:7` or an environment variable."""
+
+    def __init__(self, path: Path | None, text: str) -> None:
+        self.path, self.text = path, text
+        self.env: dict[str, str] = {}
+
+    def __call__(self, key: str) -> str:
+        if key in self.env:
+            return f"{self.env[key]} (environment)"
+        line = _line_of(self.text, key)
+        return f"{self.path}:{line}: influx.{key}" if line else f"{self.path}: influx.{key}"
+
+
+def _read(path: Path) -> tuple[str, dict[str, object]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    for section in document:
+        if section != "influx":
+            raise ConfigError(
+                f"{path}:{_line_of(text, section)}: unknown section [{section}];"
+                " fleet.toml has only [influx]"
+            )
+    table = document.get("influx", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}:{_line_of(text, 'influx')}: influx must be a [influx] table")
+    for key in table:
+        if key in _SECRETS:
+            raise ConfigError(
+                f"{path}:{_line_of(text, key)}: influx.{key} must not be written in fleet.toml;"
+                f" use {key}_file = PATH or the FLEET_INFLUX_{key.upper()} environment variable"
+            )
+        if key not in _KNOWN:
+            raise ConfigError(
+                f"{path}:{_line_of(text, key)}: unknown key influx.{key};"
+                f" known keys: {', '.join(_KNOWN)}"
+            )
+    return text, table
+
+
+def _line_of(text: str, key: str) -> int:
+    """The first line that sets `key = ...` or opens the table `[key]`, 0 if none does."""
+    pattern = re.compile(rf"^\s*\[?\s*{re.escape(key)}\s*[=\]]")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return 0
+
+
+def _influx(settings: Mapping[str, object], env: Mapping[str, str], where: _Where) -> InfluxConfig:
+    text = {key: _string(settings, key, where) for key in _ENV if key in settings}
+    url = text["url"].rstrip("/")
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"{where('url')}: the URL must not hold credentials; put them in"
+            " FLEET_INFLUX_USER and FLEET_INFLUX_PASSWORD, not in the URL"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where('url')}: {url!r} is not an http(s) URL; write it like http://localhost:8086"
+        )
+    dialect = text.get("dialect", "v1")
+    if dialect not in ("v1", "v2"):
+        raise ConfigError(
+            f"{where('dialect')}: dialect must be v1 (InfluxDB 1.x, 2.x, 3.x /write) or v2"
+            f" (influxdb-client: 2.x, 3.x), got {dialect!r}"
+        )
+    numbers = {key: _positive(settings, key, where) for key in _NUMBERS if key in settings}
+    return InfluxConfig(
+        url=url,
+        dialect="v1" if dialect == "v1" else "v2",
+        database=text.get("database", "fleet"),
+        retention_policy=text.get("retention_policy", ""),
+        bucket=text.get("bucket", "fleet"),
+        org=text.get("org", ""),
+        user=text.get("user", ""),
+        password=_secret("password", settings, env, where),
+        token=_secret("token", settings, env, where),
+        batch_size=int(numbers.get("batch_size", 5000)),
+        timeout_s=float(numbers.get("timeout_s", 10.0)),
+        retry_total_s=float(numbers.get("retry_total_s", 15.0)),
+    )
+
+
+def _string(settings: Mapping[str, object], key: str, where: _Where) -> str:
+    value = settings[key]
+    if not isinstance(value, str):
+        raise ConfigError(f"{where(key)} must be a string in quotes, got {value!r}")
+    return value
+
+
+def _positive(settings: Mapping[str, object], key: str, where: _Where) -> float:
+    value = settings[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where(key)} must be a positive number, got {value!r}")
+    if key == "batch_size" and not isinstance(value, int):
+        raise ConfigError(f"{where(key)} must be a whole number, got {value!r}")
+    return float(value)
+
+
+def _secret(
+    name: str, settings: Mapping[str, object], env: Mapping[str, str], where: _Where
+) -> Secret | None:
+    """The environment variable wins, then its _FILE variant, then `<name>_file` in fleet.toml."""
+    var = f"FLEET_INFLUX_{name.upper()}"
+    if env.get(var):
+        return Secret(env[var])
+    if env.get(f"{var}_FILE"):
+        origin, file = f"{var}_FILE (environment)", env[f"{var}_FILE"]
+    elif f"{name}_file" in settings:
+        origin, file = where(f"{name}_file"), _string(settings, f"{name}_file", where)
+        # A relative path in fleet.toml means relative to that file, not to the shell's folder.
+        file = str((where.path or Path()).parent / Path(file).expanduser())
+    else:
+        return None
+    try:
+        return Secret(Path(file).expanduser().read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ConfigError(
+            f"{origin}: cannot read the {name} file {file} ({exc.strerror}); fix the path"
+        ) from exc

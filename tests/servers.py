@@ -1,0 +1,222 @@
+"""Real result databases for tests: InfluxDB 1.x (`influxd`) and VictoriaMetrics.
+
+Each server runs from its own temporary folder on free 127.0.0.1 ports, is started by a
+fixture and stopped (and waited for) when the test ends, so no process outlives the tests.
+The classes are plain Python, so `bench/` uses them too.
+
+Fixtures: `influxdb_server` (database "fleet" created) and `victoria_metrics_server`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    """One request; returns the status and body, also for 4xx/5xx answers."""
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class Server:
+    """A server process with a health URL; `start()` waits until it answers."""
+
+    name = "server"
+    health_path = "/"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.log = root / f"{self.name}.log"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
+            try:
+                if http("GET", self.url + self.health_path)[0] < 300:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer on {self.url} within {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+class InfluxServer(Server):
+    """InfluxDB 1.x with its data in `root`; survives stop()/start() with its data.
+
+    With `auth=True` the server requires a user; `start()` then creates the admin user
+    ADMIN with password ADMIN_PASSWORD, which `query()` uses.
+    """
+
+    name = "influxd"
+    health_path = "/ping"
+    ADMIN, ADMIN_PASSWORD = "admin", "admin-secret"
+
+    def __init__(self, root: Path, auth: bool = False) -> None:
+        super().__init__(root)
+        self.auth = auth
+        self.admin_created = False
+        self.rpc_port = free_port()
+        self.config = root / "influxdb.conf"
+        # Everything in the temp folder, on loopback, quiet; no body limit, for the benchmark.
+        self.config.write_text(
+            f"""reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc_port}"
+[meta]
+  dir = "{root / "meta"}"
+  logging-enabled = false
+[data]
+  dir = "{root / "data"}"
+  wal-dir = "{root / "wal"}"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+  max-body-size = 0
+  auth-enabled = {"true" if auth else "false"}
+[logging]
+  level = "warn"
+"""
+        )
+
+    def argv(self) -> list[str]:
+        return ["influxd", "-config", str(self.config)]
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        super().start(timeout_s)
+        if self.auth and not self.admin_created:  # the first user needs no credentials
+            self.admin_created = True
+            self.query(
+                f"CREATE USER {self.ADMIN} WITH PASSWORD '{self.ADMIN_PASSWORD}'"
+                " WITH ALL PRIVILEGES",
+                method="POST",
+            )
+
+    def query(self, q: str, db: str = "fleet", method: str = "GET") -> dict[str, Any]:
+        """Run InfluxQL; returns the decoded JSON answer and fails on any non-200 answer."""
+        fields = {"q": q, "db": db, "epoch": "ns"}
+        if self.auth:
+            fields.update(u=self.ADMIN, p=self.ADMIN_PASSWORD)
+        params = urllib.parse.urlencode(fields)
+        if method == "GET":
+            status, body = http("GET", f"{self.url}/query?{params}")
+        else:
+            status, body = http("POST", f"{self.url}/query", params.encode())
+        if status != 200:
+            raise AssertionError(f"{q!r}: HTTP {status}: {body[:500]!r}")
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+
+    def create_database(self, name: str) -> None:
+        self.query(f'CREATE DATABASE "{name}"', db=name, method="POST")
+
+    def points(self, measurement: str, db: str = "fleet") -> list[dict[str, Any]]:
+        """Every point of a measurement with its tags, as {column: value} dicts."""
+        answer = self.query(f'SELECT * FROM "{measurement}" GROUP BY *', db=db)
+        rows = []
+        for series in answer["results"][0].get("series", []):
+            for values in series["values"]:
+                rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values))})
+        return rows
+
+
+class VictoriaMetricsServer(Server):
+    """VictoriaMetrics: accepts InfluxDB line protocol on /write and /api/v2/write."""
+
+    name = "victoria-metrics"
+    health_path = "/health"
+
+    def argv(self) -> list[str]:
+        return [
+            "victoria-metrics",
+            f"-storageDataPath={self.root / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-loggerLevel=WARN",
+        ]
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """Read back series matching a selector such as {__name__=~"result_.*"}."""
+        http("GET", f"{self.url}/internal/force_flush")  # make just-written rows searchable
+        status, body = http(
+            "POST", f"{self.url}/api/v1/export", urllib.parse.urlencode({"match[]": match}).encode()
+        )
+        if status != 200:
+            raise AssertionError(f"export {match}: HTTP {status}: {body[:500]!r}")
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def influxdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """A fresh influxd with an empty database "fleet"."""
+    server = InfluxServer(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    try:
+        server.create_database("fleet")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def victoria_metrics_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[VictoriaMetricsServer]:
+    server = VictoriaMetricsServer(tmp_path_factory.mktemp("victoria-metrics"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,143 @@
+"""fleet.toml + FLEET_ environment: typed settings, one-line errors, secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleet.config import InfluxConfig, Secret, load_config
+from fleet.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_url_means_no_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, env={})
+    assert config.path is None
+    assert config.influx is None
+
+
+def test_file_in_working_folder_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(
+        tmp_path,
+        '[influx]\nurl = "http://127.0.0.1:8086/"\ndatabase = "lab"\n'
+        'retention_policy = "week"\nbatch_size = 100\nretry_total_s = 2.5\n',
+    )
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, env={})
+    assert config.path == Path("fleet.toml")
+    assert config.influx == InfluxConfig(
+        url="http://127.0.0.1:8086",
+        database="lab",
+        retention_policy="week",
+        batch_size=100,
+        retry_total_s=2.5,
+    )
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[influx]\nurl = "http://file:8086"\ndialect = "v1"\n')
+    env = {
+        "FLEET_INFLUX_URL": "https://env:8443",
+        "FLEET_INFLUX_DIALECT": "v2",
+        "FLEET_INFLUX_BUCKET": "nightly",
+        "FLEET_INFLUX_ORG": "lab",
+        "FLEET_INFLUX_TOKEN": "tok-123",
+    }
+    influx = load_config(path, env=env).influx
+    assert influx is not None
+    assert (influx.url, influx.dialect, influx.bucket, influx.org) == (
+        "https://env:8443",
+        "v2",
+        "nightly",
+        "lab",
+    )
+    assert influx.token is not None
+    assert influx.token.reveal() == "tok-123"
+    assert influx.sink == "influx-v2 https://env:8443 org=lab bucket=nightly"
+
+
+def test_environment_alone_is_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"FLEET_INFLUX_URL": "http://127.0.0.1:1", "FLEET_INFLUX_DB": "x", "FLEET_INFLUX_RP": "y"}
+    influx = load_config(None, env=env).influx
+    assert influx is not None
+    assert influx.sink == "influx-v1 http://127.0.0.1:1 db=x rp=y"
+
+
+def test_secrets_come_from_files_and_never_show(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "password").write_text("hunter2\n")
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-secret")
+    # A relative *_file in fleet.toml is relative to fleet.toml, not to the shell's folder.
+    path = write(
+        tmp_path,
+        '[influx]\nurl = "http://h:8086"\nuser = "fleet"\npassword_file = "secrets/password"\n',
+    )
+    influx = load_config(path, env={"FLEET_INFLUX_TOKEN_FILE": str(token_file)}).influx
+    assert influx is not None
+    assert influx.password is not None
+    assert influx.token is not None
+    assert influx.password.reveal() == "hunter2"
+    assert influx.token.reveal() == "tok-secret"
+    shown = f"{influx} {influx!r} {influx.password} {[influx.token]}"
+    assert "hunter2" not in shown
+    assert "tok-secret" not in shown
+    assert "password=***" in shown
+    assert str(Secret("x")) == repr(Secret("x")) == "***"
+
+
+def test_environment_secret_beats_its_file(tmp_path: Path) -> None:
+    env = {
+        "FLEET_INFLUX_URL": "http://h:8086",
+        "FLEET_INFLUX_PASSWORD": "from-env",
+        "FLEET_INFLUX_PASSWORD_FILE": str(tmp_path / "missing"),
+    }
+    influx = load_config(write(tmp_path, ""), env=env).influx
+    assert influx is not None
+    assert influx.password is not None
+    assert influx.password.reveal() == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ('[influx]\nurl = "http://h"\ntoken = "abc"\n', {}, "fleet.toml:3: influx.token must not"),
+        ('[influx]\nurl = "http://h"\n\ndatbase = "x"\n', {}, "fleet.toml:4: unknown key influx"),
+        ('[influx]\nurl = "ftp://h"\n', {}, "fleet.toml:2: influx.url: 'ftp://h' is not an http"),
+        ('[influx]\nurl = "http://h"\ndialect = "v3"\n', {}, "fleet.toml:3: influx.dialect:"),
+        ('[influx]\nurl = "http://h"\nbatch_size = 0\n', {}, "fleet.toml:3: influx.batch_size"),
+        ('[influx]\nurl = "http://h"\nbatch_size = 2.5\n', {}, "must be a whole number"),
+        ('[influx]\nurl = "http://h"\ndatabase = 5\n', {}, "fleet.toml:3: influx.database must"),
+        ('[influxdb]\nurl = "http://h"\n', {}, "fleet.toml:1: unknown section [influxdb]"),
+        ('[influx\nurl = "http://h"\n', {}, "fleet.toml: invalid TOML"),
+        ("", {"FLEET_INFLUX_URL": "localhost:8086"}, "FLEET_INFLUX_URL (environment): "),
+        ("", {"FLEET_INFLUX_URL": "http://u:pw@h:8086"}, "FLEET_INFLUX_PASSWORD, not in the URL"),
+        (
+            '[influx]\nurl = "http://h"\ntoken_file = "nope"\n',
+            {},
+            "fleet.toml:3: influx.token_file: cannot read the token file",
+        ),
+    ],
+)
+def test_bad_settings_name_file_line_and_fix(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, env=env)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert "pw" not in str(error.value).replace("FLEET_INFLUX_PASSWORD", "")
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fleet.toml: cannot read"):
+        load_config(tmp_path / "fleet.toml", env={})
