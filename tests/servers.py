@@ -168,8 +168,9 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         answer = self.query(f'SELECT * FROM "{measurement}" GROUP BY *', db=db)
         rows = []
         for series in answer["results"][0].get("series", []):
+            tags = series.get("tags", {})
             for values in series["values"]:
-                rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values))})
+                rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
         return rows
 
 

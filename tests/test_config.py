@@ -139,5 +139,5 @@ def test_bad_settings_name_file_line_and_fix(
 
 
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="fleet.toml: cannot read"):
+    with pytest.raises(ConfigError, match=r"fleet\.toml: cannot read"):
         load_config(tmp_path / "fleet.toml", env={})
