@@ -72,6 +72,8 @@ def test_rss_from_ps_agrees_with_proc():
 
 def test_parse_nvidia_smi_memory():
     assert memory.parse_nvidia_smi_memory(fixture("nvidia_smi_memory_used_h100.txt")) == [1.0]
+    # Captured from an idle H200.
+    assert memory.parse_nvidia_smi_memory(fixture("nvidia_smi_memory_used_h200.txt")) == [0.0]
     assert memory.parse_nvidia_smi_memory(fixture("nvidia_smi_memory_used_multi.txt")) == [
         40213.0,
         79857.0,

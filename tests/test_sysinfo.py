@@ -40,6 +40,11 @@ def fixture(name):
         ),
         ("cpuinfo_orin_nano.txt", {"cpu_model": "ARM Cortex-A78AE", "cpu_cores": 6.0}),
         ("cpuinfo_rk3588.txt", {"cpu_model": "ARM Cortex-A55 + Cortex-A76", "cpu_cores": 8.0}),
+        # Captured on the H200 device machine (a 16-vCPU VM).
+        (
+            "cpuinfo_x86_xeon_h200_host.txt",
+            {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_cores": 16.0, "cpu_freq_mhz": 2100.0},
+        ),
         (
             "cpuinfo_x86_epyc_vm.txt",
             {"cpu_model": "AMD EPYC", "cpu_cores": 2.0, "cpu_freq_mhz": 2596.134},
@@ -114,6 +119,13 @@ def test_parse_nvidia_smi_gpus():
         "gpu_count": 1.0,
         "gpu_driver": "550.54.15",
         "gpu_memory_total_mb": 81559.0,
+    }
+    # Captured from nvidia-smi 580 on an H200.
+    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_h200.txt")) == {
+        "gpu_name": "NVIDIA H200",
+        "gpu_count": 1.0,
+        "gpu_driver": "580.159.04",
+        "gpu_memory_total_mb": 143771.0,
     }
     assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_mixed.txt")) == {
         "gpu_name": "NVIDIA GeForce RTX 4090 + NVIDIA GeForce RTX 3090",
