@@ -170,7 +170,12 @@ def test_read_thermal_zones():
 
 
 def test_parse_thermal_zones_keeps_hottest_of_a_repeated_type():
-    zones = [("acpitz\n", "27800\n"), ("acpitz\n", "29800\n"), ("x86_pkg_temp\n", "41000\n")]
+    zones = [
+        ("acpitz\n", "27800\n"),
+        ("acpitz\n", "29800\n"),
+        ("x86_pkg_temp\n", "41000\n"),
+        ("iwlwifi_1\n", "\n"),  # a sensor that reads empty while its device sleeps
+    ]
     assert sysinfo.parse_thermal_zones(zones) == {"acpitz": 29.8, "x86_pkg_temp": 41.0}
 
 
@@ -415,6 +420,7 @@ def test_collect_survives_broken_probes(tools, monkeypatch, tmp_path):
     assert_well_formed(facts)
     for key in DECLARED - {"os", "kernel", "arch", "python"}:
         assert facts[key] == "unavailable", key
+    assert facts["os"] == platform.system().lower()  # a failed os-release costs only os_name
     assert sysinfo.temperature_c() is None
     assert sysinfo.throttled_now() is None
 

@@ -219,10 +219,14 @@ def parse_cpufreq(files: Dict[str, str]) -> Facts:
 
 def parse_thermal_zones(zones: List[Tuple[str, str]]) -> Dict[str, float]:
     """(type, temp) text pairs of /sys/class/thermal zones (millidegrees) -> °C per type, the
-    hottest where a type repeats; implausible readings (disabled sensors) are dropped."""
+    hottest where a type repeats; unreadable and implausible readings (disabled sensors) are
+    dropped, so that one broken sensor does not hide the others."""
     temps: Dict[str, float] = {}
     for zone_type, temp in zones:
-        celsius = int(temp) / 1000.0
+        try:
+            celsius = int(temp) / 1000.0
+        except ValueError:
+            continue
         if not _PLAUSIBLE_C[0] < celsius < _PLAUSIBLE_C[1]:
             continue
         name = zone_type.strip()
@@ -327,7 +331,7 @@ def read_thermal_zones(root: str) -> Dict[str, float]:
             zones.append(
                 (_read(os.path.join(root, entry, "type")), _read(os.path.join(root, entry, "temp")))
             )
-        except (OSError, ValueError):
+        except OSError:
             continue  # some Tegra zones refuse reads while their sensor is off
     return parse_thermal_zones(zones)
 
@@ -402,17 +406,18 @@ def _probe_ram() -> Facts:
 
 
 def _probe_platform() -> Facts:
-    facts: Facts = {
+    return {
         "os": platform.system().lower(),
         "kernel": platform.release(),
         "arch": platform.machine(),
         "python": platform.python_version(),
     }
+
+
+def _probe_os_name() -> Facts:
     if sys.platform == "darwin":
-        facts["os_name"] = "macOS " + platform.mac_ver()[0]
-    else:
-        facts.update(parse_os_release(_read(_OS_RELEASE)))
-    return facts
+        return {"os_name": "macOS " + platform.mac_ver()[0]}
+    return parse_os_release(_read(_OS_RELEASE))
 
 
 def _probe_board() -> Facts:
@@ -470,7 +475,8 @@ def _probe_tegrastats() -> Facts:
 _PROBES: List[Tuple[Tuple[str, ...], Callable[[], Facts]]] = [
     (("cpu_model", "cpu_cores"), _probe_cpu),
     (("ram_total_mb",), _probe_ram),
-    (("os", "os_name", "kernel", "arch", "python"), _probe_platform),
+    (("os", "kernel", "arch", "python"), _probe_platform),
+    (("os_name",), _probe_os_name),
     (("board_model",), _probe_board),
     (("l4t_release", "jetpack"), _probe_jetson),
     (("gpu_name", "gpu_count", "gpu_driver", "gpu_memory_total_mb"), _probe_gpu),
