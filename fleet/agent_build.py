@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fleet_agent
-
 from fleet import paths
 
 _MAIN = b"import sys\nfrom fleet_agent.__main__ import main\nsys.exit(main())\n"

@@ -59,6 +59,9 @@ class Inventory:
     devices: dict[str, Device] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
 
+    def tags(self) -> list[str]:
+        return sorted({tag for device in self.devices.values() for tag in device.tags})
+
     def select(self, selectors: Iterable[str]) -> list[Device]:
         """Devices matching any selector: a group name, a host name or a tag."""
         chosen: dict[str, Device] = {}
@@ -77,8 +80,7 @@ class Inventory:
                 raise ConfigError(
                     f"no device matches {selector!r}; known groups: "
                     f"{', '.join(sorted(self.groups)) or '-'}; hosts: "
-                    f"{', '.join(sorted(self.devices))}; tags: "
-                    f"{', '.join(sorted({t for d in self.devices.values() for t in d.tags})) or '-'}"
+                    f"{', '.join(sorted(self.devices))}; tags: {', '.join(self.tags()) or '-'}"
                 )
             chosen.update((device.name, device) for device in matches)
         return list(chosen.values())

@@ -7,6 +7,7 @@ so a run over the lab exercises the same SSH, agent and store paths as a real fl
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -43,7 +44,9 @@ class LabDevice:
     cgroup: str | None
 
 
-def up(folder: Path, count: int, pythons: list[str] | None = None, first: int = 1) -> list[LabDevice]:
+def up(
+    folder: Path, count: int, pythons: list[str] | None = None, first: int = 1
+) -> list[LabDevice]:
     """Start `count` devices; write inventory.yaml, known_hosts and the lab state."""
     if count < 1:
         raise ConfigError("a lab needs at least one device (--devices N)")
@@ -63,9 +66,14 @@ def up(folder: Path, count: int, pythons: list[str] | None = None, first: int = 
     try:
         for i in range(count):
             devices.append(
-                _start(folder, f"lab{first + i}", first + i, cores[i % len(cores)],
-                       MEMORY_CAPS_MB[i % len(MEMORY_CAPS_MB)],
-                       (pythons or [sys.executable])[i % len(pythons or [sys.executable])])
+                _start(
+                    folder,
+                    f"lab{first + i}",
+                    first + i,
+                    cores[i % len(cores)],
+                    MEMORY_CAPS_MB[i % len(MEMORY_CAPS_MB)],
+                    (pythons or [sys.executable])[i % len(pythons or [sys.executable])],
+                )
             )
     finally:
         (folder / STATE).write_text(json.dumps([asdict(d) for d in devices], indent=2))
@@ -79,7 +87,8 @@ def _keygen(path: Path) -> None:
     path.with_suffix(".pub").unlink(missing_ok=True)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fleet-lab", "-f", str(path)],
-        check=True, stdin=subprocess.DEVNULL,
+        check=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -89,7 +98,9 @@ def _free_port(address: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(folder: Path, name: str, index: int, core: int, memory_mb: int, python: str) -> LabDevice:
+def _start(
+    folder: Path, name: str, index: int, core: int, memory_mb: int, python: str
+) -> LabDevice:
     home = folder / name
     workdir = home / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -99,30 +110,43 @@ def _start(folder: Path, name: str, index: int, core: int, memory_mb: int, pytho
     port = _free_port(address)
     config = home / "sshd_config"
     config.write_text(
-        "\n".join([
-            f"Port {port}",
-            f"ListenAddress {address}",
-            f"HostKey {host_key}",
-            f"AuthorizedKeysFile {folder / 'authorized_keys'}",
-            f"PidFile {home / 'sshd.pid'}",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "StrictModes no",  # the lab folder may sit under /tmp
-            "PermitRootLogin prohibit-password",
-            "Subsystem sftp internal-sftp",
-            "",
-        ])
+        "\n".join(
+            [
+                f"Port {port}",
+                f"ListenAddress {address}",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+                f"PidFile {home / 'sshd.pid'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",  # the lab folder may sit under /tmp
+                "PermitRootLogin prohibit-password",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
     )
     proc = subprocess.Popen(
         ["taskset", "-c", str(core), SSHD, "-D", "-f", str(config), "-E", str(home / "sshd.log")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # outlives `fleet lab up`
     )
     cgroup = _memory_cgroup(name, folder, proc.pid, memory_mb)
     _wait_listening(address, port, proc, home / "sshd.log")
-    return LabDevice(name, address, port, str(core), memory_mb if cgroup else None, python,
-                     str(workdir), proc.pid, cgroup)
+    return LabDevice(
+        name,
+        address,
+        port,
+        str(core),
+        memory_mb if cgroup else None,
+        python,
+        str(workdir),
+        proc.pid,
+        cgroup,
+    )
 
 
 def _memory_cgroup(name: str, folder: Path, pid: int, memory_mb: int) -> str | None:
@@ -130,7 +154,7 @@ def _memory_cgroup(name: str, folder: Path, pid: int, memory_mb: int) -> str | N
     base = _own_memory_cgroup()
     if base is None:
         return None
-    group = base / f"fleet-lab-{hashlib.sha1(bytes(folder)).hexdigest()[:8]}-{name}"
+    group = base / f"fleet-lab-{hashlib.sha256(bytes(folder)).hexdigest()[:8]}-{name}"
     limit = str(memory_mb * 1024 * 1024)
     try:
         group.mkdir(exist_ok=True)
@@ -153,9 +177,11 @@ def _own_memory_cgroup() -> Path | None:
             base = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
             return base if base.is_dir() and os.access(base, os.W_OK) else None
     unified = Path("/sys/fs/cgroup") / lines[-1].split(":", 2)[2].lstrip("/")
-    if "memory" in (unified / "cgroup.subtree_control").read_text() if (
-        unified / "cgroup.subtree_control"
-    ).exists() else False:
+    if (
+        "memory" in (unified / "cgroup.subtree_control").read_text()
+        if (unified / "cgroup.subtree_control").exists()
+        else False
+    ):
         return unified if os.access(unified, os.W_OK) else None
     return None
 
@@ -227,16 +253,14 @@ def status(folder: Path) -> list[tuple[LabDevice, bool]]:
 
 def stop_device(device: LabDevice) -> None:
     """Stop one device's sshd and everything it started (sessions, agents, workers)."""
-    pids = _descendants(device.pid) + [device.pid]
+    pids = [*_descendants(device.pid), device.pid]
     if device.cgroup:
         procs = Path(device.cgroup) / "cgroup.procs"
         if procs.exists():
             pids += [int(p) for p in procs.read_text().split()]
     for pid in set(pids):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     _reap(device.pid)
     if device.cgroup:
         _remove_cgroup(Path(device.cgroup))

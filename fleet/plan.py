@@ -64,8 +64,12 @@ def make_plan(suite: Suite, devices: Sequence[Device]) -> Plan:
     plans = []
     for device in devices:
         cases = [
-            Case(model, variant, suite.measure_for(device.device_class),
-                 suite.budgets_for(model, device.device_class))
+            Case(
+                model,
+                variant,
+                suite.measure_for(device.device_class),
+                suite.budgets_for(model, device.device_class),
+            )
             for model in suite.models
             for variant in sorted(model.variants, key=lambda v: v != REFERENCE)
         ]

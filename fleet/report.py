@@ -35,18 +35,30 @@ def results_table(records: Sequence[Record]) -> str:
             verdict = "pass"
         if r.fields.get("valid") is False:
             verdict += " (noisy)"
-        rows.append([
-            r.tags.get("device", "?"),
-            r.tags.get("model", "?"),
-            f"{r.tags.get('format', '?')}:{r.tags.get('precision', '?')}",
-            r.tags.get("provider", "?"),
-            _num(r, "latency_ms_p50", ".3f"),
-            _num(r, "latency_ms_p95", ".3f"),
-            _num(r, "peak_rss_mb", ".0f"),
-            _num(r, "accuracy_top1", ".4f"),
-            _num(r, "accuracy_drop_pp", "+.2f"),
-            verdict,
-        ])
-    headers = ["device", "model", "variant", "provider", "p50 ms", "p95 ms", "peak MB",
-               "top1", "drop pp", "result"]
+        rows.append(
+            [
+                r.tags.get("device", "?"),
+                r.tags.get("model", "?"),
+                f"{r.tags.get('format', '?')}:{r.tags.get('precision', '?')}",
+                r.tags.get("provider", "?"),
+                _num(r, "latency_ms_p50", ".3f"),
+                _num(r, "latency_ms_p95", ".3f"),
+                _num(r, "peak_rss_mb", ".0f"),
+                _num(r, "accuracy_top1", ".4f"),
+                _num(r, "accuracy_drop_pp", "+.2f"),
+                verdict,
+            ]
+        )
+    headers = [
+        "device",
+        "model",
+        "variant",
+        "provider",
+        "p50 ms",
+        "p95 ms",
+        "peak MB",
+        "top1",
+        "drop pp",
+        "result",
+    ]
     return format_table(headers, rows)

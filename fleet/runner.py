@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import fleet_agent
-
 from fleet.agent_build import AgentApp, build_agent
 from fleet.artifacts import Artifact, convert
 from fleet.artifacts.cache import sha256_file
@@ -158,23 +157,25 @@ class DeviceRun:
                 self.send(transport, case.model.dataset, dataset)
             reference = f"{outputs}/{case.model.name}.npy" if case.has_reference else None
             settings = dict(case.settings)
-            job_cases.append({
-                "id": case.id,
-                "model": case.model.name,
-                "artifact": remote,
-                "sha256": artifact.sha256,
-                "format": case.variant.format,
-                "precision": case.variant.precision,
-                "runtime": case.runtime,
-                "provider": settings["provider"],
-                "threads": settings["threads"],
-                "batch": settings["batch"],
-                "dataset": dataset,
-                "save_outputs": reference if case.is_reference else None,
-                "reference": reference if not case.is_reference else None,
-                "settings": settings,
-                "timeout_s": settings["timeout_s"],
-            })
+            job_cases.append(
+                {
+                    "id": case.id,
+                    "model": case.model.name,
+                    "artifact": remote,
+                    "sha256": artifact.sha256,
+                    "format": case.variant.format,
+                    "precision": case.variant.precision,
+                    "runtime": case.runtime,
+                    "provider": settings["provider"],
+                    "threads": settings["threads"],
+                    "batch": settings["batch"],
+                    "dataset": dataset,
+                    "save_outputs": reference if case.is_reference else None,
+                    "reference": reference if not case.is_reference else None,
+                    "settings": settings,
+                    "timeout_s": settings["timeout_s"],
+                }
+            )
             cases[case.id] = case
         job = {
             "protocol": fleet_agent.PROTOCOL,
@@ -241,7 +242,9 @@ class DeviceRun:
         self.store.add(record)
         self.outcome.records.append(record)
 
-    def tags(self, case: Case | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    def tags(
+        self, case: Case | None = None, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         tags = {
             "suite": self.suite,
             "device": self.device.name,
@@ -296,10 +299,11 @@ class DeviceRun:
         broken = check_budgets(fields, case.budgets)
         fields.update(passed=not broken, budget_failures="; ".join(broken))
         verdict = "PASS" if not broken else "FAIL " + "; ".join(broken)
-        self.report(self.device.name, f"{case.id} p50 {measured['latency_ms_p50']:.3f} ms {verdict}")
+        self.report(
+            self.device.name, f"{case.id} p50 {measured['latency_ms_p50']:.3f} ms {verdict}"
+        )
         return make_record("result", self.tags(case, event.get("tags")), fields)
 
 
 def _finite(value: object) -> bool:
-    return not isinstance(value, float) or value == value and abs(value) != float("inf")
-
+    return not isinstance(value, float) or (value == value and abs(value) != float("inf"))

@@ -101,7 +101,9 @@ def load_suite(path: Path) -> Suite:
     _no_unknown(path, data, _SUITE_KEYS, "suite")
     name = data.get("name")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{yamlfile.where(path, data, 'name')}: 'name' must be a non-empty string")
+        raise ConfigError(
+            f"{yamlfile.where(path, data, 'name')}: 'name' must be a non-empty string"
+        )
     models = data.get("models")
     if not isinstance(models, list) or not models:
         raise ConfigError(
@@ -135,9 +137,7 @@ def _model(path: Path, node: Any) -> ModelSpec:
     _no_unknown(path, node, _MODEL_KEYS, "model")
     for key in ("name", "path"):
         if not isinstance(node.get(key), str):
-            raise ConfigError(
-                f"{yamlfile.where(path, node, key)}: model needs '{key}' (a string)"
-            )
+            raise ConfigError(f"{yamlfile.where(path, node, key)}: model needs '{key}' (a string)")
     raw = node.get("variants", ["onnx:fp32"])
     if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw) or not raw:
         raise ConfigError(

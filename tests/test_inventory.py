@@ -20,8 +20,12 @@ def test_example_inventory_has_the_fleet_the_readme_describes() -> None:
     inv = load_inventory(ROOT / "inventory" / "example.yaml")
     classes = {d.name: d.device_class for d in inv.devices.values()}
     assert classes == {
-        "pi5-a": "pi", "pi5-b": "pi", "orin-nano": "jetson", "mac-mini-m2": "mac",
-        "gpu-server": "gpu", "local": "local",
+        "pi5-a": "pi",
+        "pi5-b": "pi",
+        "orin-nano": "jetson",
+        "mac-mini-m2": "mac",
+        "gpu-server": "gpu",
+        "local": "local",
     }
     gpu = inv.devices["gpu-server"]
     assert (gpu.host, gpu.port, gpu.user) == ("192.0.2.41", 2222, "fleet")
@@ -44,12 +48,16 @@ def test_local_device_is_always_there_without_inventory() -> None:
 
 def test_unknown_selector_lists_what_exists() -> None:
     inv = load_inventory(ROOT / "inventory" / "example.yaml")
-    with pytest.raises(ConfigError, match=r"no device matches 'tpu'.*groups: .*jetson.*hosts:.*pi5-a"):
+    with pytest.raises(
+        ConfigError, match=r"no device matches 'tpu'.*groups: .*jetson.*hosts:.*pi5-a"
+    ):
         inv.select(["tpu"])
 
 
 def test_group_vars_inherit_through_children(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 all:
   vars: {ansible_user: ops, fleet_python: /usr/bin/python3}
   children:
@@ -59,7 +67,8 @@ all:
         pis:
           hosts:
             p1: {ansible_host: 10.0.0.1}
-""")
+""",
+    )
     inv = load_inventory(path)
     device = inv.devices["p1"]
     assert (device.user, device.device_class, device.python) == ("ops", "pi", "/usr/bin/python3")
@@ -76,7 +85,10 @@ def test_known_hosts_beside_the_inventory_is_used(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("all:\n  hosts:\n    h: {fleet_class: toaster}\n", r"inventory.yaml:3: fleet_class 'toaster'"),
+        (
+            "all:\n  hosts:\n    h: {fleet_class: toaster}\n",
+            r"inventory.yaml:3: fleet_class 'toaster'",
+        ),
         ("all:\n  hosts:\n    h: {ansible_port: ssh}\n", r":3: ansible_port of 'h' must be a port"),
         ("all:\n  hosts:\n    h: {fleet_tag: [a]}\n", r":3: unknown variable 'fleet_tag'"),
         ("all:\n  host:\n    h: {}\n", r":2: unknown key 'host' in group 'all'"),

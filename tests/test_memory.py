@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fleet_agent import memory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sysinfo"

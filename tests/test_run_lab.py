@@ -21,8 +21,16 @@ pytestmark = pytest.mark.slow
 def run(lab: Path, store: Path, devices: str = "lab") -> tuple[int, str]:
     result = CliRunner().invoke(
         main,
-        ["run", SMOKE, "--inventory", str(lab / "inventory.yaml"), "--devices", devices,
-         "--store", str(store)],
+        [
+            "run",
+            SMOKE,
+            "--inventory",
+            str(lab / "inventory.yaml"),
+            "--devices",
+            devices,
+            "--store",
+            str(store),
+        ],
     )
     return result.exit_code, result.output
 

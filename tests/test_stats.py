@@ -3,6 +3,7 @@ import random
 
 import numpy as np
 import pytest
+
 from fleet_agent import stats
 
 

@@ -30,7 +30,10 @@ def test_smoke_suite_loads_with_paths_relative_to_the_suite() -> None:
 
 
 def test_class_overrides_and_model_budgets_win(tmp_path: Path) -> None:
-    suite = load_suite(write(tmp_path, """
+    suite = load_suite(
+        write(
+            tmp_path,
+            """
 name: s
 measure: {threads: 2}
 budgets: {p95_ms: 10, peak_ram_mb: 500}
@@ -38,7 +41,9 @@ classes:
   pi: {measure: {threads: 4}, budgets: {p95_ms: 40}}
 models:
   - {name: m, path: MODEL, budgets: {peak_ram_mb: 100}}
-"""))
+""",
+        )
+    )
     model = suite.models[0]
     assert suite.measure_for("pi")["threads"] == 4
     assert suite.measure_for("gpu")["threads"] == 2
@@ -47,11 +52,16 @@ models:
 
 
 def test_plan_runs_the_fp32_reference_first(tmp_path: Path) -> None:
-    suite = load_suite(write(tmp_path, """
+    suite = load_suite(
+        write(
+            tmp_path,
+            """
 name: s
 models:
   - {name: m, path: MODEL, variants: ["tflite:int8", "onnx:fp16", "onnx:fp32"]}
-"""))
+""",
+        )
+    )
     plan = make_plan(suite, load_inventory(None).select(["local"]))
     assert [c.id for c in plan.devices[0].cases] == ["m/onnx:fp32", "m/tflite:int8", "m/onnx:fp16"]
     assert [c.runtime for c in plan.devices[0].cases] == ["onnxruntime", "litert", "onnxruntime"]
@@ -68,20 +78,34 @@ def test_budgets_judge_only_what_was_measured() -> None:
     ("text", "message"),
     [
         ("models: []\nname: s\n", r"suite.yaml:1: 'models' must be a non-empty list"),
-        ("name: s\nmodels:\n  - {name: m, path: nope.onnx}\n",
-         r"suite.yaml:3: path file 'nope.onnx' not found"),
-        ("name: s\nmodels:\n  - {name: m, path: MODEL, variants: [onnx:int3]}\n",
-         r"suite.yaml:3: unknown variant 'onnx:int3'"),
-        ("name: s\nmeasure:\n  iterations: 5\nmodels:\n  - {name: m, path: MODEL}\n",
-         r"suite.yaml:3: unknown key 'iterations' in measure; expected one of .*min_iterations"),
-        ("name: s\nmeasure:\n  min_iterations: many\nmodels:\n  - {name: m, path: MODEL}\n",
-         r"suite.yaml:3: measure.min_iterations must be a non-negative int"),
-        ("name: s\nbudgets:\n  p95: 3\nmodels:\n  - {name: m, path: MODEL}\n",
-         r"suite.yaml:3: unknown key 'p95' in budgets"),
-        ("name: s\nbudgets:\n  p95_ms: fast\nmodels:\n  - {name: m, path: MODEL}\n",
-         r"suite.yaml:3: budget p95_ms must be a number"),
-        ("name: s\nmodels:\n  - {name: m, path: MODEL}\n  - {name: m, path: MODEL}\n",
-         r"model name 'm' appears twice"),
+        (
+            "name: s\nmodels:\n  - {name: m, path: nope.onnx}\n",
+            r"suite.yaml:3: path file 'nope.onnx' not found",
+        ),
+        (
+            "name: s\nmodels:\n  - {name: m, path: MODEL, variants: [onnx:int3]}\n",
+            r"suite.yaml:3: unknown variant 'onnx:int3'",
+        ),
+        (
+            "name: s\nmeasure:\n  iterations: 5\nmodels:\n  - {name: m, path: MODEL}\n",
+            r"suite.yaml:3: unknown key 'iterations' in measure; expected one of .*min_iterations",
+        ),
+        (
+            "name: s\nmeasure:\n  min_iterations: many\nmodels:\n  - {name: m, path: MODEL}\n",
+            r"suite.yaml:3: measure.min_iterations must be a non-negative int",
+        ),
+        (
+            "name: s\nbudgets:\n  p95: 3\nmodels:\n  - {name: m, path: MODEL}\n",
+            r"suite.yaml:3: unknown key 'p95' in budgets",
+        ),
+        (
+            "name: s\nbudgets:\n  p95_ms: fast\nmodels:\n  - {name: m, path: MODEL}\n",
+            r"suite.yaml:3: budget p95_ms must be a number",
+        ),
+        (
+            "name: s\nmodels:\n  - {name: m, path: MODEL}\n  - {name: m, path: MODEL}\n",
+            r"model name 'm' appears twice",
+        ),
         ("name: s\nmodels:\n  - {name: m}\n", r"suite.yaml:3: model needs 'path'"),
         ("name: s\nmodels: [\n", r"suite.yaml:\d+: invalid YAML"),
     ],

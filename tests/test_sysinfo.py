@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from fleet_agent import sysinfo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sysinfo"

@@ -21,7 +21,7 @@ class Session:
     runtime = ""
     version = ""
     provider = ""
-    inputs: List[InputSpec] = []
+    inputs: List[InputSpec]
 
     def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         raise NotImplementedError
@@ -81,8 +81,11 @@ class OrtSession(Session):
         # The provider that actually runs: onnxruntime falls back to CPU silently.
         self.provider = _short_provider(self._session.get_providers()[0])
         self.inputs = [
-            (i.name, tuple(d if isinstance(d, int) else None for d in i.shape),
-             _ORT_DTYPES.get(i.type, np.float32))
+            (
+                i.name,
+                tuple(d if isinstance(d, int) else None for d in i.shape),
+                _ORT_DTYPES.get(i.type, np.float32),
+            )
             for i in self._session.get_inputs()
         ]
 
@@ -126,7 +129,9 @@ class LiteRtSession(Session):
             try:
                 delegates.append(module.load_delegate(delegate_path))
             except (OSError, ValueError) as exc:
-                raise RuntimeMissing("cannot load delegate {}: {}".format(delegate_path, exc))
+                raise RuntimeMissing(
+                    "cannot load delegate {}: {}".format(delegate_path, exc)
+                ) from exc
         try:
             self._interp = module.Interpreter(
                 model_path=path, num_threads=threads, experimental_delegates=delegates or None
@@ -148,7 +153,7 @@ class LiteRtSession(Session):
         for detail in self._input_details:
             shape = list(detail["shape"])
             if shape and shape[0] != batch:
-                self._interp.resize_tensor_input(detail["index"], [batch] + shape[1:])
+                self._interp.resize_tensor_input(detail["index"], [batch, *shape[1:]])
         self._interp.allocate_tensors()
         self._input_details = self._interp.get_input_details()
         self._output_details = self._interp.get_output_details()
@@ -216,7 +221,7 @@ def available() -> Dict[str, str]:
     for name in ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow"):
         try:
             module = importlib.import_module(name)
-        except Exception:  # a broken install (e.g. numpy ABI) is as good as missing
+        except Exception:  # noqa: S112 - a broken install (numpy ABI) is as good as missing
             continue
         found[name] = str(getattr(module, "__version__", "unknown"))
     return found
@@ -233,4 +238,3 @@ def feed_for(inputs: Sequence[InputSpec], batch: int, seed: int) -> Dict[str, np
         else:
             feed[name] = rng.random(dims, dtype=np.float32).astype(dtype)
     return feed
-

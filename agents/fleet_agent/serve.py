@@ -36,29 +36,37 @@ def serve(inp: IO[str], out: IO[str]) -> int:
             ),
         )
         return 2
-    workdir = job["workdir"]
-    lock = open(os.path.join(workdir, "agent.lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        emit(out, "fatal", message="device busy: another fleet run holds {}".format(lock.name))
-        return 2
-    emit(out, "sysinfo", **sysinfo.collect())
+    with open(os.path.join(job["workdir"], "agent.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            emit(out, "fatal", message="device busy: another fleet run holds " + lock.name)
+            return 2
+        emit(out, "sysinfo", **sysinfo.collect())
+        run_cases(job["cases"], out)
+    emit(out, "done")
+    return 0
+
+
+def run_cases(cases: List[Dict[str, Any]], out: IO[str]) -> None:
     verified: Dict[str, bool] = {}
-    for case in job["cases"]:
+    for case in cases:
         emit(out, "case_start", case=case["id"])
         artifact = case["artifact"]
         if artifact not in verified:
             verified[artifact] = _sha256(artifact) == case["sha256"]
         if not verified[artifact]:
-            emit(out, "case_error", case=case["id"], kind="invalid_model",
-                 message="{} does not match its sha256; it will be sent again".format(artifact))
+            emit(
+                out,
+                "case_error",
+                case=case["id"],
+                kind="invalid_model",
+                message="{} does not match its sha256; it will be sent again".format(artifact),
+            )
             if os.path.exists(artifact):  # a corrupt cached file must not be used again
                 os.unlink(artifact)
             continue
         run_worker(case, out)
-    emit(out, "done")
-    return 0
 
 
 def run_worker(case: Dict[str, Any], out: IO[str]) -> None:
@@ -66,7 +74,10 @@ def run_worker(case: Dict[str, Any], out: IO[str]) -> None:
     argv = [sys.executable, sys.argv[0], "worker"]
     timeout = float(case.get("timeout_s", 300))
     proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         universal_newlines=True,
     )
     try:
@@ -74,8 +85,13 @@ def run_worker(case: Dict[str, Any], out: IO[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        emit(out, "case_error", case=case["id"], kind="timeout",
-             message="no result after {:g} s".format(timeout))
+        emit(
+            out,
+            "case_error",
+            case=case["id"],
+            kind="timeout",
+            message="no result after {:g} s".format(timeout),
+        )
         return
     events: List[str] = [line for line in stdout.splitlines() if line.startswith("{")]
     for line in events:

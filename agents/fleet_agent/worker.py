@@ -38,8 +38,11 @@ def measure_case(case: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str]]:
 
     start = time.perf_counter_ns()
     session = runtimes.open_session(
-        case["runtime"], case["artifact"], case.get("provider", "cpu"),
-        int(case.get("threads", 1)), settings,
+        case["runtime"],
+        case["artifact"],
+        case.get("provider", "cpu"),
+        int(case.get("threads", 1)),
+        settings,
     )
     load_ms = (time.perf_counter_ns() - start) / 1e6
     after_load = memory.snapshot()
@@ -86,7 +89,9 @@ def session_feed(session: runtimes.Session, batch: int, seed: int) -> Dict[str, 
     return runtimes.feed_for(session.inputs, batch, seed)
 
 
-def warmup(session: runtimes.Session, feed: Dict[str, np.ndarray], settings: Dict[str, Any]) -> None:
+def warmup(
+    session: runtimes.Session, feed: Dict[str, np.ndarray], settings: Dict[str, Any]
+) -> None:
     """Run until both minimums are met and the recent median has settled (bounded)."""
     min_runs = int(settings.get("warmup_iterations", 10))
     min_s = float(settings.get("warmup_seconds", 0.0))
@@ -98,9 +103,9 @@ def warmup(session: runtimes.Session, feed: Dict[str, np.ndarray], settings: Dic
         session.run(feed)
         samples.append((time.perf_counter_ns() - t0) / 1e6)
         elapsed = time.perf_counter() - start
-        if len(samples) >= min_runs and elapsed >= min_s:
-            if elapsed >= limit_s or stats.is_stable(samples, tol=0.05):
-                return
+        enough = len(samples) >= min_runs and elapsed >= min_s
+        if enough and (elapsed >= limit_s or stats.is_stable(samples, tol=0.05)):
+            return
 
 
 def timed_loop(
@@ -128,7 +133,7 @@ def accuracy(session: runtimes.Session, case: Dict[str, Any]) -> Dict[str, Any]:
     data = np.load(case["dataset"])
     outputs = predict(session, data["inputs"])
     fields: Dict[str, Any] = {}
-    labels: Optional[np.ndarray] = data["labels"] if "labels" in data else None
+    labels: Optional[np.ndarray] = data.get("labels")
     if labels is not None:
         ranked = np.argsort(-outputs, axis=1)
         fields["accuracy_top1"] = float(np.mean(ranked[:, 0] == labels))
@@ -152,12 +157,13 @@ def predict(session: runtimes.Session, inputs: np.ndarray) -> np.ndarray:
         if isinstance(session, runtimes.LiteRtSession):
             feed = session.prepare(feed)
         rows.append(np.asarray(session.run(feed)[0], dtype=np.float32).reshape(-1))
-    return np.stack(rows)
+    stacked: np.ndarray = np.stack(rows)
+    return stacked
 
 
 def agreement(reference: np.ndarray, outputs: np.ndarray) -> Dict[str, float]:
-    ref = reference.astype(np.float64)
-    out = outputs.astype(np.float64)
+    ref: np.ndarray = reference.astype(np.float64)
+    out: np.ndarray = outputs.astype(np.float64)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     cosine = np.sum(ref * out, axis=1) / np.where(norms == 0, 1.0, norms)
     return {

@@ -15,7 +15,11 @@ def lab() -> None:
 
 
 _DIR = click.option(
-    "--dir", "folder", type=click.Path(path_type=Path), default=Path("lab"), show_default=True,
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path),
+    default=Path("lab"),
+    show_default=True,
     help="Folder for the lab's keys, inventory.yaml and known_hosts.",
 )
 
@@ -23,7 +27,9 @@ _DIR = click.option(
 @lab.command()
 @click.option("--devices", "count", type=int, default=3, show_default=True)
 @click.option(
-    "--python", "pythons", multiple=True,
+    "--python",
+    "pythons",
+    multiple=True,
     help="Interpreter for the devices' agents, given to each device in turn (repeatable).",
 )
 @_DIR

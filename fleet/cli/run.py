@@ -20,21 +20,34 @@ from fleet.suite import load_suite
 @click.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
 @click.option(
-    "--inventory", type=click.Path(path_type=Path), default=os.environ.get("FLEET_INVENTORY"),
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=os.environ.get("FLEET_INVENTORY"),
     help="Inventory file or folder (default: $FLEET_INVENTORY; without one only `local`).",
 )
 @click.option(
-    "--devices", default=None,
+    "--devices",
+    default=None,
     help="Comma-separated groups, hosts or tags (default: `local`, or `all` with an inventory).",
 )
-@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
-              help="SQLite results store (default: $FLEET_HOME/results.sqlite, XDG).")
-@click.option("--parallel", type=int, default=4, show_default=True,
-              help="Devices run at the same time.")
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SQLite results store (default: $FLEET_HOME/results.sqlite, XDG).",
+)
+@click.option(
+    "--parallel", type=int, default=4, show_default=True, help="Devices run at the same time."
+)
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
 def run(
-    suite_file: Path, inventory: Path | None, devices: str | None, store_path: Path | None,
-    parallel: int, plan_only: bool,
+    suite_file: Path,
+    inventory: Path | None,
+    devices: str | None,
+    store_path: Path | None,
+    parallel: int,
+    plan_only: bool,
 ) -> None:
     """Run SUITE_FILE on the selected devices; exit 0 when every budget holds, 1 when one
     failed, 2 on a device, agent or configuration error."""
@@ -51,7 +64,7 @@ def run(
 
     outcome = run_suite(suite, selected, store, parallel=parallel, report=progress)
     click.echo(results_table(outcome.records))
-    for device, error in sorted(outcome.device_errors.items()):
+    for _device, error in sorted(outcome.device_errors.items()):
         click.secho(f"error: {error}", fg="red", err=True)
     click.echo(f"run {outcome.run_id}: {len(outcome.results)} result(s) in {store.path}")
     sys.exit(outcome.exit_code)

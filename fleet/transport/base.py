@@ -6,9 +6,8 @@ import collections
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 from fleet.errors import DeviceError
 from fleet.inventory import Device
@@ -20,8 +19,13 @@ class Process:
     """A running command: stdout lines as they come, the tail of stderr, the exit code."""
 
     def __init__(
-        self, device: str, argv: Sequence[str], stdout: IO[bytes], stderr: IO[bytes],
-        wait: Callable[[], int], kill: Callable[[], None],
+        self,
+        device: str,
+        argv: Sequence[str],
+        stdout: Iterable[bytes],
+        stderr: Iterable[bytes],
+        wait: Callable[[], int],
+        kill: Callable[[], None],
     ) -> None:
         self.device = device
         self.argv = list(argv)
@@ -33,14 +37,14 @@ class Process:
         self._stderr_done = threading.Thread(target=self._drain, args=(stderr,), daemon=True)
         self._stderr_done.start()
 
-    def _pump(self, stream: IO[bytes]) -> None:
+    def _pump(self, stream: Iterable[bytes]) -> None:
         try:
             for raw in stream:
                 self._lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
         finally:
             self._lines.put(_EOF)
 
-    def _drain(self, stream: IO[bytes]) -> None:
+    def _drain(self, stream: Iterable[bytes]) -> None:
         # Read stderr continuously: a full pipe or SSH window would stall the command.
         for raw in stream:
             self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip("\n"))

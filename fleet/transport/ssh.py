@@ -7,7 +7,6 @@ import getpass
 import hashlib
 import os
 import shlex
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,9 @@ class SSHTransport(Transport):
         # The inventory wins over ~/.ssh/config, as in Ansible; port 22 means "not set".
         self.port = device.port if device.port != 22 else int(config.get("port", 22))
         self.user = device.user or str(config.get("user", getpass.getuser()))
-        key_files = [device.key_file] if device.key_file else config.get("identityfile")
+        key_files: list[str] | None = (
+            [device.key_file] if device.key_file else config.get("identityfile")
+        )
         known_hosts = _known_hosts(device)
         self.client = paramiko.SSHClient()
         if known_hosts.exists():
@@ -61,7 +62,7 @@ class SSHTransport(Transport):
                 self.hostname,
                 port=self.port,
                 username=self.user,
-                key_filename=key_files,
+                key_filename=key_files,  # type: ignore[arg-type]  # stubs say str; a list works
                 timeout=CONNECT_TIMEOUT_S,
                 banner_timeout=CONNECT_TIMEOUT_S,
                 auth_timeout=CONNECT_TIMEOUT_S,
@@ -90,8 +91,10 @@ class SSHTransport(Transport):
                     f"SSH login as {self.user}@{self.hostname}:{self.port} refused ({exc});"
                     " check ansible_user and ansible_ssh_private_key_file",
                 ) from None
-            raise DeviceError(device.name, f"SSH to {self.hostname}:{self.port} failed: {exc}")
-        except (OSError, socket.timeout) as exc:
+            raise DeviceError(
+                device.name, f"SSH to {self.hostname}:{self.port} failed: {exc}"
+            ) from None
+        except (TimeoutError, OSError) as exc:
             raise DeviceError(
                 device.name,
                 f"cannot reach {self.hostname}:{self.port} ({exc.strerror or exc});"
@@ -115,8 +118,12 @@ class SSHTransport(Transport):
             channel.sendall(stdin)
         channel.shutdown_write()
         return Process(
-            self.device.name, argv, channel.makefile("rb"), channel.makefile_stderr("rb"),
-            channel.recv_exit_status, channel.close,
+            self.device.name,
+            argv,
+            channel.makefile("rb"),
+            channel.makefile_stderr("rb"),
+            channel.recv_exit_status,
+            channel.close,
         )
 
     def exists(self, remote: str) -> bool:
@@ -136,4 +143,3 @@ class SSHTransport(Transport):
 
     def close(self) -> None:
         self.client.close()
-
