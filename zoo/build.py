@@ -10,8 +10,14 @@ Needs the `zoo` extra (torch, scikit-learn); nothing else in the project imports
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
+import importlib
+import inspect
 import io
+import json
+import os
 import random
 import sys
 import zipfile
@@ -31,6 +37,7 @@ SEED = 0
 OPSET = 17
 TEST_SIZE = 360  # digits has 1797 images; a fixed 20% is held out
 CALIB_SIZE = 100
+GPT_STEPS = int(os.environ.get("ZOO_GPT_STEPS", "1500"))
 ARTIFACT_SUFFIXES = (".onnx", ".npz", ".json", ".txt")
 
 
@@ -171,6 +178,150 @@ def build_cnn() -> dict[str, object]:
     return card("digits_cnn", path, "compact", "cnn", "digits_cnn_test.npz", model, logits, y_test)
 
 
+GPT_CONTEXT = 128
+GPT_PROMPTS = 32
+CORPUS = ZOO / "tiny_gpt_corpus.txt"
+# The stdlib modules whose docstrings make up the corpus (after the Zen of Python).
+CORPUS_MODULES = (  # noqa: SIM905 - a word list reads better than 51 quoted lines
+    "collections itertools functools json re os pathlib string textwrap argparse random "
+    "statistics heapq bisect datetime fractions decimal subprocess threading socket zipfile csv "
+    "logging unittest typing dataclasses enum abc contextlib shutil tempfile pickle copy math "
+    "operator io time calendar difflib glob fnmatch hashlib base64 struct array queue sched "
+    "selectors email http urllib.parse"
+).split()
+
+
+def corpus_text() -> str:
+    """The committed corpus is the source of truth: docstrings differ between Python versions,
+    so the file is generated from the running stdlib only when it is missing."""
+    if CORPUS.exists():
+        return CORPUS.read_text(encoding="ascii")
+    with contextlib.redirect_stdout(io.StringIO()):
+        import this  # noqa: F401 - importing it prints the Zen
+
+    parts = [codecs.decode(sys.modules["this"].s, "rot13")]
+    for name in CORPUS_MODULES:
+        module = importlib.import_module(name)
+        members = [module] + [
+            v
+            for k, v in sorted(vars(module).items())
+            if not k.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        ]
+        parts += [doc for doc in map(inspect.getdoc, members) if doc]
+    text = "\n\n".join(p for p in parts if p.isascii()) + "\n"
+    CORPUS.write_text(text, encoding="ascii")
+    return text
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block as in nanoGPT, attention written out in plain ops so the
+    export is MatMul/Softmax/Where rather than a fused attention op."""
+
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
+        )
+        future = torch.triu(torch.ones(GPT_CONTEXT, GPT_CONTEXT, dtype=torch.bool), 1)
+        self.register_buffer("future", future, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        scores = (q @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5
+        scores = scores.masked_fill(self.future[:t, :t], float("-inf"))
+        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+        x = x + self.proj(y)
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, vocab: int, d_model: int = 128, heads: int = 4, layers: int = 2) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Parameter(torch.zeros(GPT_CONTEXT, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        self.blocks = nn.Sequential(*(Block(d_model, heads) for _ in range(layers)))
+        self.ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.tok(tokens) + self.pos[: tokens.shape[1]]
+        return self.head(self.ln(self.blocks(x)))
+
+
+def next_token_accuracy(
+    logits: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, next_token: np.ndarray
+) -> float:
+    """Every real position of every prompt predicts the character after it."""
+    hits = [
+        logits[row, :n].argmax(-1) == np.append(tokens[row, 1:n], next_token[row])
+        for row, n in enumerate(lengths)
+    ]
+    return float(np.concatenate(hits).mean())
+
+
+def build_gpt() -> dict[str, object]:
+    seed_everything()
+    text = corpus_text()
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text], dtype=np.int64)
+    split = int(len(ids) * 0.9)  # the last 10% is held out; the prompts come from it
+    train, held_out = torch.from_numpy(ids[:split]), ids[split:]
+    model = TinyGPT(len(chars))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=GPT_STEPS)
+    gen = torch.Generator().manual_seed(SEED)
+    model.train()
+    for step in range(GPT_STEPS):
+        starts = torch.randint(len(train) - GPT_CONTEXT - 1, (32,), generator=gen)
+        window = torch.stack([train[s : s + GPT_CONTEXT + 1] for s in starts.tolist()])
+        logits = model(window[:, :-1])
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0:
+            print(f"tiny_gpt: step {step} loss {loss.item():.3f}")
+    model.eval()
+
+    rng = np.random.default_rng(SEED)
+    lengths = np.linspace(8, GPT_CONTEXT, GPT_PROMPTS).round().astype(np.int64)
+    starts = rng.choice(len(held_out) - GPT_CONTEXT - 1, GPT_PROMPTS, replace=False)
+    tokens = np.zeros((GPT_PROMPTS, GPT_CONTEXT), dtype=np.int64)  # 0 pads; see README
+    for row, (s, n) in enumerate(zip(starts, lengths, strict=True)):
+        tokens[row, :n] = held_out[s : s + n]
+    next_token = np.array([held_out[s + n] for s, n in zip(starts, lengths, strict=True)])
+    save_npz(ZOO / "tiny_gpt_prompts.npz", tokens=tokens, lengths=lengths, next_token=next_token)
+    (ZOO / "tiny_gpt_vocab.json").write_text(json.dumps({"chars": chars}, indent=0) + "\n")
+
+    path = ZOO / "tiny_gpt.onnx"
+    export(model, torch.from_numpy(tokens[:1]), path, "tokens", "logits", dynamic_batch=False)
+    logits = np.concatenate([check_against_torch(model, path, t[None]) for t in tokens])
+    accuracy = next_token_accuracy(logits, tokens, lengths, next_token)
+    print(f"tiny_gpt: next-token accuracy {accuracy:.4f} over {lengths.sum()} held-out positions")
+    return {
+        "name": "tiny_gpt",
+        "file": path.name,
+        "family": "compact",
+        "architecture": "decoder",
+        "base_model": "none",
+        "trained_on": f"{CORPUS.name} (Python 3.11 stdlib docstrings, first 90%)",
+        "dataset": "tiny_gpt_prompts.npz",
+        "metric": "next_token_accuracy",
+        "accuracy": round(accuracy, 4),
+        "params": param_count(model),
+        "context_tokens": GPT_CONTEXT,
+        "vocab": "tiny_gpt_vocab.json",
+    }
+
+
 def card(
     name: str,
     path: Path,
@@ -191,6 +342,7 @@ def card(
         "base_model": "none",
         "trained_on": "scikit-learn load_digits (8x8 handwritten digits, 1437 train images)",
         "dataset": dataset,
+        "calibration": dataset.replace("_test", "_calib"),
         "metric": "top1_accuracy",
         "accuracy": round(accuracy, 4),
         "params": param_count(model),
@@ -214,7 +366,11 @@ def write_index(cards: list[dict[str, object]]) -> None:
     (ZOO / "SHA256SUMS").write_text("".join(lines))
 
 
-BUILDERS: dict[str, Callable[[], dict[str, object]]] = {"mlp": build_mlp, "cnn": build_cnn}
+BUILDERS: dict[str, Callable[[], dict[str, object]]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "gpt": build_gpt,
+}
 
 
 def main(argv: list[str]) -> None:
