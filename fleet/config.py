@@ -72,6 +72,15 @@ class Config:
     path: Path | None  # the fleet.toml it came from, None when only the environment was used
     influx: InfluxConfig | None  # None when no InfluxDB URL is configured
 
+    def require_influx(self) -> InfluxConfig:
+        if self.influx is None:
+            where = self.path or CONFIG_NAME
+            raise ConfigError(
+                f"{where}: no InfluxDB configured; set FLEET_INFLUX_URL or write"
+                ' [influx] url = "http://HOST:8086" in fleet.toml'
+            )
+        return self.influx
+
 
 # fleet.toml key in [influx] -> environment variable that overrides it.
 _ENV = {

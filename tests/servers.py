@@ -4,7 +4,8 @@ Each server runs from its own temporary folder on free 127.0.0.1 ports, is start
 fixture and stopped (and waited for) when the test ends, so no process outlives the tests.
 The classes are plain Python, so `bench/` uses them too.
 
-Fixtures: `influxdb_server` (database "fleet" created) and `victoria_metrics_server`.
+Fixtures: `influxdb_server` (database "fleet" created), `victoria_metrics_server`, and
+`results_store` (a store with two nights of results from `fill_store`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fleet.results.record import Record, make_record
+from fleet.results.store import Store
 
 
 def free_port() -> int:
@@ -147,14 +151,13 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 
     def query(self, q: str, db: str = "fleet", method: str = "GET") -> dict[str, Any]:
         """Run InfluxQL; returns the decoded JSON answer and fails on any non-200 answer."""
-        fields = {"q": q, "db": db, "epoch": "ns"}
-        if self.auth:
-            fields.update(u=self.ADMIN, p=self.ADMIN_PASSWORD)
-        params = urllib.parse.urlencode(fields)
+        credentials = {"u": self.ADMIN, "p": self.ADMIN_PASSWORD} if self.auth else {}
+        url = f"{self.url}/query?{urllib.parse.urlencode(credentials)}"
+        params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns"})
         if method == "GET":
-            status, body = http("GET", f"{self.url}/query?{params}")
+            status, body = http("GET", f"{url}&{params}")
         else:
-            status, body = http("POST", f"{self.url}/query", params.encode())
+            status, body = http("POST", url, params.encode())
         if status != 200:
             raise AssertionError(f"{q!r}: HTTP {status}: {body[:500]!r}")
         answer: dict[str, Any] = json.loads(body)
@@ -221,3 +224,80 @@ def victoria_metrics_server(
         yield server
     finally:
         server.stop()
+
+
+# A small but complete picture of two nights on three devices, as the runner stores it.
+DEVICES = {
+    "pi5-a": {"device_class": "pi", "arch": "aarch64"},
+    "orin-1": {"device_class": "jetson", "arch": "aarch64"},
+    "lab1": {"device_class": "lab", "arch": "x86_64"},
+}
+VARIANTS = [
+    ("digits_mlp", "onnx", "fp32"),
+    ("digits_mlp", "onnx", "int8"),
+    ("digits_cnn", "onnx", "fp32"),
+    ("digits_cnn", "tflite", "int8"),
+]
+DAY_NS = 86_400 * 10**9
+
+
+def fill_store(store: Store, runs: int = 2) -> list[Record]:
+    """Store `runs` nightly runs (the last one ending now) with every measurement fleet writes.
+
+    On the first night digits_cnn tflite:int8 times out on the Pi; everything else has numbers.
+    """
+    added = []
+
+    def add(measurement: str, tags: dict[str, object], fields: dict[str, object], at: int) -> None:
+        added.append(make_record(measurement, tags, fields, at))
+        store.add(added[-1])
+
+    first = time.time_ns() - (runs - 1) * DAY_NS - 60 * 10**9
+    for night in range(runs):
+        run_id = f"2026112{night}T020000Z-{night:06x}"
+        start = first + night * DAY_NS
+        store.start_run(run_id, "smoke", list(DEVICES))
+        for d, (device, facts) in enumerate(DEVICES.items()):
+            at = start + d * 10**7
+            base = {"suite": "smoke", "device": device, "os": "linux", **facts}
+            add("device", base, {"run_id": run_id, "ram_total_mb": 4096 * (d + 1)}, at)
+            case = {"provider": "cpu", "batch": 1, "threads": 1}
+            for v, (model, fmt, precision) in enumerate(VARIANTS):
+                runtime = "onnxruntime" if fmt == "onnx" else "litert"
+                tags = {**base, **case, "model": model, "format": fmt, "precision": precision}
+                fields: dict[str, object] = {"run_id": run_id, "model_sha256": f"{v:064x}"}
+                if night == 0 and device == "pi5-a" and (fmt, precision) == ("tflite", "int8"):
+                    fields.update(status="timeout", message="took over 60 s", passed=False)
+                else:
+                    p50 = (d + 1) * (1 + v) * (2.0 if precision == "fp32" else 1.0) + night / 10
+                    int8 = precision == "int8"
+                    fields.update(
+                        status="ok",
+                        latency_ms_p50=p50,
+                        latency_ms_p95=p50 * 1.2,
+                        peak_rss_mb=50 + 10 * v + d,
+                        accuracy_top1=0.96 if int8 else 0.97,
+                        accuracy_drop_pp=1.0 if int8 else 0.0,
+                        iterations=300,
+                        duration_s=2.5,
+                        valid=True,
+                        passed=p50 < 10,
+                    )
+                add("result", {**tags, "runtime": runtime}, fields, at + (v + 1) * 10**6)
+            llm = {**base, **case, "model": "tiny_gpt", "format": "onnx", "precision": "fp32"}
+            speed = {"ttft_ms": 12.5 * (d + 1), "decode_tokens_per_s": 80 / (d + 1)}
+            add(
+                "generation", {**llm, "runtime": "onnxruntime"}, {"run_id": run_id, **speed}, at + 9
+            )
+        summary = {"run_id": run_id, "exit_code": 1, "results": 12, "failed": 1}
+        add("run", {"suite": "smoke"}, {**summary, "duration_s": 40.0}, start + 10**8)
+        store.finish_run(run_id, 1)
+    return added
+
+
+@pytest.fixture
+def results_store(tmp_path: Path) -> Store:
+    """A store holding `fill_store`'s two nights."""
+    store = Store(tmp_path / "results.sqlite")
+    fill_store(store)
+    return store
