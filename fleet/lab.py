@@ -27,6 +27,7 @@ from fleet.errors import ConfigError, FleetError
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and so needs its absolute path
 STATE = "lab.json"
+FORWARDED_ENV = ("COVERAGE_PROCESS_START", "COVERAGE_FILE")
 # Memory caps handed out in turn, like a fleet of 8, 4 and 2 GB boards.
 MEMORY_CAPS_MB = (8192, 4096, 2048)
 
@@ -123,6 +124,7 @@ def _start(
                 "StrictModes no",  # the lab folder may sit under /tmp
                 "PermitRootLogin prohibit-password",
                 "Subsystem sftp internal-sftp",
+                *_forwarded_env(),
                 "",
             ]
         )
@@ -147,6 +149,13 @@ def _start(
         proc.pid,
         cgroup,
     )
+
+
+def _forwarded_env() -> list[str]:
+    """sshd starts sessions with a clean environment; coverage settings are passed on so
+    that agent code running on lab devices is measured along with the tests."""
+    values = [f'{k}="{os.environ[k]}"' for k in FORWARDED_ENV if k in os.environ]
+    return [f"SetEnv {' '.join(values)}"] if values else []
 
 
 def _memory_cgroup(name: str, folder: Path, pid: int, memory_mb: int) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,14 @@ def fleet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "fleet-home"
     monkeypatch.setenv("FLEET_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _coverage_on_lab_devices() -> None:
+    """Under coverage, let agent processes started by lab sshds record their coverage too."""
+    if "COVERAGE_PROCESS_CONFIG" in os.environ:
+        os.environ["COVERAGE_PROCESS_START"] = str(ROOT / "pyproject.toml")
+        os.environ["COVERAGE_FILE"] = str(ROOT / ".coverage")
 
 
 @pytest.fixture
