@@ -1,0 +1,112 @@
+"""`fleet results` through click: list, show, compare, push, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from servers import InfluxServer, free_port
+
+from fleet.cli.results import results
+from fleet.errors import ConfigError
+from fleet.results.store import Store
+
+
+def invoke(store: Store, *args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(results, [*args, "--store", str(store.path)], env=env)
+
+
+def test_list_shows_every_run(results_store: Store) -> None:
+    result = invoke(results_store, "list")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split() == ["run", "suite", "devices", "started", "(UTC)", "results", "exit"]
+    assert [line.split()[0] for line in lines[2:]] == [
+        "20261120T020000Z-000000",
+        "20261121T020000Z-000001",
+    ]
+    assert all(line.split()[-2:] == ["12", "1"] for line in lines[2:])
+
+
+def test_show_prints_a_row_per_case(results_store: Store) -> None:
+    result = invoke(results_store, "show", "20261120")
+    assert result.exit_code == 0, result.output
+    rows = result.output.splitlines()[2:]
+    assert len(rows) == 12
+    (timeout,) = [row.split() for row in rows if "timeout" in row]
+    assert timeout[:5] == ["pi5-a", "digits_cnn", "tflite:int8", "litert/cpu", "timeout"]
+    assert timeout[-1] == "NO"
+
+
+def test_compare_puts_devices_side_by_side(results_store: Store) -> None:
+    result = invoke(results_store, "compare", "--by", "device", "--model", "digits_mlp")
+    assert result.exit_code == 0, result.output
+    title, header, *rows = result.output.splitlines()
+    assert title.startswith("latency_ms_p50 by device for digits_mlp")
+    assert header.split()[-3:] == ["lab1", "orin-1", "pi5-a"]
+    by_precision = {row.split()[2]: row.split()[-3:] for row in rows}
+    # The latest night (p50 + 0.1) wins each cell.
+    assert by_precision == {
+        "fp32": ["6.100", "4.100", "2.100"],
+        "int8": ["6.100", "4.100", "2.100"],
+    }
+
+
+def test_compare_shows_status_where_there_are_no_numbers(results_store: Store) -> None:
+    result = invoke(results_store, "compare", "--model", "digits_cnn", "--run", "20261120")
+    assert result.exit_code == 0, result.output
+    (tflite,) = [row for row in result.output.splitlines() if "tflite" in row]
+    assert tflite.split()[-1] == "timeout"  # pi5-a, the last column
+
+
+def test_compare_by_something_that_is_not_a_tag_is_refused(results_store: Store) -> None:
+    result = invoke(results_store, "compare", "--by", "color")
+    assert result.exit_code == 2
+    assert "'color' is not one of" in result.output
+
+
+def test_push_sends_then_has_nothing_left(
+    influxdb_server: InfluxServer, results_store: Store, tmp_path: Path
+) -> None:
+    env = {"FLEET_INFLUX_URL": influxdb_server.url}
+    first = invoke(results_store, "push", "--config", str(tmp_path / "none.toml"), env=env)
+    assert isinstance(first.exception, ConfigError)  # a missing --config file is named
+
+    first = invoke(results_store, "push", env=env)
+    assert first.exit_code == 0, first.output
+    assert first.output == "InfluxDB: 38 sent, 0 rejected, 0 spooled\n"
+    again = invoke(results_store, "push", env=env)
+    assert again.output == "InfluxDB: 0 sent, 0 rejected, 0 spooled\n"
+
+
+def test_push_to_a_server_that_is_down_exits_2_and_says_why(
+    results_store: Store, tmp_path: Path
+) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text(f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\nretry_total_s = 0.2\n')
+    result = invoke(results_store, "push", "--config", str(config))
+    assert result.exit_code == 2
+    assert result.stdout == "InfluxDB: 0 sent, 0 rejected, 38 spooled\n"
+    assert "unreachable" in result.stderr
+    assert "fleet results push" in result.stderr
+
+
+def test_push_without_influxdb_configured_names_the_fix(
+    results_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLEET_INFLUX_URL", raising=False)
+    result = invoke(results_store, "push")
+    assert isinstance(result.exception, ConfigError)
+    assert "set FLEET_INFLUX_URL" in str(result.exception)
+
+
+def test_export_writes_the_chosen_format(results_store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "junit.xml"
+    result = invoke(results_store, "export", "--format", "junit", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("<?xml")
+    result = invoke(results_store, "export", "--format", "csv", "--run", "20261121")
+    assert result.exit_code == 0
+    assert len(result.output.splitlines()) == 13  # header + 12 cases
