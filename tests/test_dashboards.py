@@ -1,0 +1,199 @@
+"""The Grafana dashboards, proven without Grafana: every panel, annotation and variable query
+runs against a real influxd holding fleet's results, the way Grafana would send it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from servers import InfluxServer
+
+from fleet.cli import main
+from fleet.cli.results import results
+from fleet.config import InfluxConfig
+from fleet.results.influx import push_pending
+from fleet.results.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAFANA = ROOT / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+DATASOURCE_UID = "fleet-influxdb"
+
+
+def load(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
+def panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # panels inside a collapsed row
+
+
+def queries(dashboard: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(where, InfluxQL) for every panel target and every InfluxDB annotation."""
+    found = [
+        (f"panel {p['title']!r} {t['refId']}", t["query"])
+        for p in panels(dashboard)
+        for t in p.get("targets", [])
+    ]
+    found += [
+        (f"annotation {a['name']!r}", a["query"])
+        for a in dashboard["annotations"]["list"]
+        if a["datasource"].get("uid") == DATASOURCE_UID
+    ]
+    return found
+
+
+def regex_escape(value: str) -> str:
+    """What Grafana's InfluxDB data source does to a variable's value inside /regex/."""
+    return re.sub(r"([\\^$*+?.()|\[\]{}/])", r"\\\1", value)
+
+
+def interpolate(query: str, chosen: Mapping[str, Sequence[str] | None]) -> str:
+    """Grafana's substitutions: time range, interval, and variables (None means All)."""
+    now_ms = time.time_ns() // 10**6
+    query = query.replace(
+        "$timeFilter", f"time >= {now_ms - 30 * 86_400_000}ms and time <= {now_ms + 60_000}ms"
+    )
+    query = query.replace("$__interval", "1h")
+    for name, values in chosen.items():
+        if values is None:
+            text = ".*"  # the variables' allValue
+        elif len(values) == 1:
+            text = regex_escape(values[0])
+        else:
+            text = "(" + "|".join(regex_escape(v) for v in values) + ")"
+        pattern = rf"\$\{{{name}\}}|\[\[{name}\]\]|\${name}\b"
+        query = re.sub(pattern, text.replace("\\", "\\\\"), query)
+    assert not re.search(r"\$[A-Za-z_{]|\[\[", query), f"not substituted: {query}"
+    return query
+
+
+def check_dashboards(server: InfluxServer) -> int:
+    """Run every query three ways: variables on All, on their first value, on all values.
+
+    Returns how many queries ran; fails on a non-200 answer, an error or an empty result.
+    """
+    ran = 0
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        for mode in ("all", "first", "every"):
+            chosen: dict[str, Sequence[str] | None] = {}
+            for variable in dashboard["templating"]["list"]:
+                where = f"{path.name} variable {variable['name']} ({mode})"
+                answer = server.query(interpolate(variable["query"], chosen))
+                (result,) = answer["results"]
+                assert "error" not in result, f"{where}: {result}"
+                options = [row[1] for s in result.get("series", []) for row in s["values"]]
+                assert options, f"{where}: no values"
+                picks = {"all": None, "first": options[:1], "every": options}
+                chosen[variable["name"]] = picks[mode]
+                ran += 1
+            for where, query in queries(dashboard):
+                answer = server.query(interpolate(query, chosen))
+                for result in answer["results"]:
+                    assert "error" not in result, f"{path.name} {where} ({mode}): {result}"
+                    assert result.get("series"), f"{path.name} {where} ({mode}): no series"
+                ran += 1
+    return ran
+
+
+def test_dashboard_files_are_wired_to_the_provisioned_data_source() -> None:
+    sources = yaml.safe_load((GRAFANA / "provisioning/datasources/fleet-influxdb.yaml").read_text())
+    (source,) = sources["datasources"]
+    assert source["uid"] == DATASOURCE_UID
+    assert source["type"] == "influxdb"
+    assert source["jsonData"]["version"] == "InfluxQL"
+    assert len(DASHBOARDS) >= 2
+    uids = set()
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        uids.add(dashboard["uid"])
+        ids = [p["id"] for p in panels(dashboard)]
+        assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
+        for panel in panels(dashboard):
+            assert panel["datasource"]["uid"] == DATASOURCE_UID, path.name
+            for target in panel["targets"]:
+                assert target["rawQuery"] is True
+                assert target["datasource"]["uid"] == DATASOURCE_UID
+        for variable in dashboard["templating"]["list"]:
+            assert variable["datasource"]["uid"] == DATASOURCE_UID
+            assert variable["multi"] and variable["includeAll"], variable["name"]
+        names = {v["name"] for v in dashboard["templating"]["list"]}
+        assert names == {"suite", "device", "model", "precision"}
+        for where, query in queries(dashboard):
+            assert "from(bucket" not in query, f"{path.name} {where}: Flux is not InfluxQL"
+            if 'FROM "result"' in query:
+                # The accuracy drop is about the other precisions, whatever $precision says.
+                filters = ["suite", "device", "model"]
+                filters += [] if "\"precision\" != 'fp32'" in query else ["precision"]
+                for name in filters:
+                    assert f'"{name}" =~ /^${name}$/' in query, f"{path.name} {where}: ${name}?"
+    assert len(uids) == len(DASHBOARDS)
+
+
+def test_provisioning_and_compose_agree_on_paths() -> None:
+    provider = yaml.safe_load((GRAFANA / "provisioning/dashboards/fleet.yaml").read_text())
+    (entry,) = provider["providers"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    volumes = compose["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{entry['options']['path']}:ro" in volumes
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in volumes
+    environment = compose["services"]["grafana"]["environment"]
+    assert environment["FLEET_GRAFANA_INFLUX_URL"] == "http://influxdb:8086"
+
+
+def test_every_query_answers_with_data(influxdb_server: InfluxServer, results_store: Store) -> None:
+    assert push_pending(results_store, InfluxConfig(url=influxdb_server.url)).pending == 0
+    assert check_dashboards(influxdb_server) > 3 * 2 * (4 + 5)
+
+
+def test_a_query_without_data_fails_the_check(influxdb_server: InfluxServer) -> None:
+    with pytest.raises(AssertionError, match="no values"):
+        check_dashboards(influxdb_server)  # the database is empty
+
+
+SUITE = """\
+name: dashboards
+measure: {warmup_iterations: 5, min_iterations: 50, max_seconds: 5, threads: 1, batch: 1}
+models:
+  - name: digits_mlp
+    path: %(zoo)s/digits_mlp.onnx
+    dataset: %(zoo)s/digits_test.npz
+    calibration: %(zoo)s/digits_calib.npz
+    variants: [onnx:fp32, onnx:int8]
+"""
+
+
+def lab_run(lab: Path, store: Path, suite: Path, env: dict[str, str]) -> str:
+    args = ["run", str(suite), "--inventory", str(lab / "inventory.yaml"), "--devices", "lab"]
+    result = CliRunner().invoke(main, [*args, "--store", str(store)], env=env)
+    assert result.exit_code in (0, 1), result.output  # 1: a budget may fail on a busy machine
+    return result.output
+
+
+@pytest.mark.slow
+def test_dashboards_on_a_real_lab_run(
+    lab: Path, influxdb_server: InfluxServer, tmp_path: Path, fleet_home: Path
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE % {"zoo": ROOT / "zoo"})
+    env = {"FLEET_INFLUX_URL": influxdb_server.url}
+    lab_run(lab, tmp_path / "results.sqlite", suite, env)
+    pushed = CliRunner().invoke(
+        results, ["push", "--store", str(tmp_path / "results.sqlite")], env=env
+    )
+    assert pushed.exit_code == 0, pushed.output
+
+    store = Store(tmp_path / "results.sqlite")
+    assert len(influxdb_server.points("result")) == len(store.records(measurement="result")) == 6
+    check_dashboards(influxdb_server)
