@@ -1,0 +1,154 @@
+"""Points per second from the SQLite store into InfluxDB 1.x through fleet's sink, against one
+plain POST of the same line protocol (the server's own speed), measured in the same run.
+
+    python bench/sink_throughput.py [--points 20000] [--repeats 3] [--batch-size 5000]
+
+Starts its own influxd (Debian's `influxdb` package) on a free loopback port in a temp folder.
+Two record shapes: "result" is a full case result as the runner stores it (12 tags, 39
+fields); "small" has the same tags and 3 fields, to show the cost per point apart from fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the real-server helpers the tests use
+
+from servers import InfluxServer, http  # noqa: E402
+
+from fleet.config import InfluxConfig  # noqa: E402
+from fleet.results.influx import push_pending, to_line  # noqa: E402
+from fleet.results.record import make_record  # noqa: E402
+from fleet.results.spool import Spool  # noqa: E402
+from fleet.results.store import Store  # noqa: E402
+
+TAGS = {
+    "suite": "nightly", "device_class": "pi", "arch": "aarch64", "os": "linux",
+    "runtime": "onnxruntime", "provider": "cpu", "format": "onnx", "batch": "1", "threads": "4",
+}  # fmt: skip
+NUMBERS = (  # the numeric fields of a full result (see docs/schema.md)
+    "latency_ms_min", "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95",
+    "latency_ms_p99", "latency_ms_max", "latency_ms_std", "latency_cv", "throughput_ips",
+    "load_ms", "first_inference_ms", "iterations", "duration_s", "rss_baseline_mb",
+    "rss_after_load_mb", "peak_rss_mb", "peak_delta_mb", "model_size_mb", "params",
+    "accuracy_top1", "accuracy_top5", "accuracy_drop_pp", "agreement_top1", "cosine_min",
+    "temp_start_c", "temp_max_c", "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms",
+)  # fmt: skip
+
+
+def fields(i: int, shape: str) -> dict[str, object]:
+    if shape == "small":
+        return {"run_id": f"run-{i // 1000}", "latency_ms_p50": 1.0 + i % 97 / 7, "passed": True}
+    values: dict[str, object] = {
+        name: (i * 7919 + k) % 10007 / 13.0 for k, name in enumerate(NUMBERS)
+    }
+    values.update(
+        run_id=f"20261126T0200Z-{i // 1000:06x}", status="ok", passed=True, valid=True,
+        throttled=False, model_sha256=f"{i % 50:064x}", agent_version="0.1.0",
+        runtime_version="1.32.0", budget_failures="",
+    )  # fmt: skip
+    return values
+
+
+def fill(store: Store, n: int, shape: str) -> None:
+    start = time.time_ns() - n * 10**6
+    with store.transaction() as db:  # one transaction: filling is not what is measured
+        for i in range(n):
+            tags = {**TAGS, "device": f"pi-{i % 40}", "model": f"model_{i % 25}",
+                    "precision": ("fp32", "fp16", "int8")[i % 3]}  # fmt: skip
+            r = make_record("result", tags, fields(i, shape), start + i * 10**6)
+            db.execute(  # as Store.add writes it
+                "INSERT INTO records (run_id, measurement, time_ns, tags, fields)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (r.run_id, r.measurement, r.time_ns, json.dumps(dict(r.tags), sort_keys=True),
+                 json.dumps(dict(r.fields), sort_keys=True)),
+            )  # fmt: skip
+
+
+def stages(store: Store, n: int) -> str:
+    """Where the sink's own time goes, one thread, no server involved."""
+    started = time.perf_counter()
+    rows = Spool(store, "stages").pending(n)
+    read = time.perf_counter()
+    lines = [to_line(record) for _, record in rows]
+    built = time.perf_counter()
+    gzip.compress("\n".join(lines).encode(), 1)
+    zipped = time.perf_counter()
+    per_point = [(b - a) * 1e6 / n for a, b in [(started, read), (read, built), (built, zipped)]]
+    return "sink work per point: read {:.1f} µs, build (Point) {:.1f} µs, gzip {:.1f} µs".format(
+        *per_point
+    )
+
+
+def count(server: InfluxServer, db: str) -> int:
+    answer = server.query('SELECT count("passed") FROM "result"', db=db)
+    return int(answer["results"][0]["series"][0]["values"][0][1])
+
+
+def measure(
+    server: InfluxServer, store: Store, shape: str, n: int, repeats: int, batch: int
+) -> list[str]:
+    body = "\n".join(to_line(r) for r in store.records()).encode()
+    baseline, sink = [], []
+    for k in range(repeats):
+        server.create_database(f"{shape}_plain{k}")
+        started = time.perf_counter()
+        status, answer = http("POST", f"{server.url}/write?db={shape}_plain{k}&precision=ms", body)
+        baseline.append(n / (time.perf_counter() - started))
+        assert status == 204, answer
+        server.create_database(f"{shape}_sink{k}")
+        config = InfluxConfig(url=server.url, database=f"{shape}_sink{k}", batch_size=batch)
+        started = time.perf_counter()
+        report = push_pending(store, config)
+        sink.append(n / (time.perf_counter() - started))
+        assert (report.sent, report.pending) == (n, 0), report.lines()
+        assert count(server, f"{shape}_plain{k}") == count(server, f"{shape}_sink{k}") == n
+    b, s = statistics.median(baseline), statistics.median(sink)
+    ratios = [x / y for x, y in zip(sink, baseline, strict=True)]
+    return [
+        f"{n} points, {len(body) / n:.0f} bytes of line protocol each",
+        f"plain POST, one request:   {b:9,.0f} points/s (runs: {_list(baseline)})",
+        f"fleet sink, store->server: {s:9,.0f} points/s (runs: {_list(sink)})",
+        f"ratio sink/plain (medians): {s / b:.2f} (per run: {_list(ratios, '.2f')})",
+        stages(store, n),
+    ]
+
+
+def _list(values: list[float], spec: str = ",.0f") -> str:
+    return ", ".join(format(v, spec) for v in values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=InfluxConfig(url="x").batch_size)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = InfluxServer(Path(tmp) / "influxd")
+        server.start()
+        try:
+            for shape in ("result", "small"):
+                store = Store(Path(tmp) / f"{shape}.sqlite")
+                fill(store, args.points, shape)
+                print(f"## {shape} records, batch size {args.batch_size}")
+                print(
+                    "\n".join(
+                        measure(server, store, shape, args.points, args.repeats, args.batch_size)
+                    )
+                )
+                store.close()
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
