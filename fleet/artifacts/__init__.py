@@ -1,0 +1,21 @@
+"""Converted models: variants, the content-addressed artifact cache, model cards, fidelity."""
+
+from fleet.artifacts.artifact import Artifact
+from fleet.artifacts.cache import ArtifactCache
+from fleet.artifacts.card import model_card
+from fleet.artifacts.convert import convert
+from fleet.artifacts.fidelity import FidelityBudgetError, check_fidelity_budget, fidelity
+from fleet.artifacts.variant import KNOWN, Variant, parse_list
+
+__all__ = [
+    "KNOWN",
+    "Artifact",
+    "ArtifactCache",
+    "FidelityBudgetError",
+    "Variant",
+    "check_fidelity_budget",
+    "convert",
+    "fidelity",
+    "model_card",
+    "parse_list",
+]

@@ -1,0 +1,208 @@
+"""convert(): one source ONNX model and a variant -> a cached artifact with its model card."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fleet.artifacts import onnx_variants, tflite_variants
+from fleet.artifacts.artifact import Artifact
+from fleet.artifacts.cache import ArtifactCache, request_key, sha256_file
+from fleet.artifacts.card import declare, load_tflite, model_card
+from fleet.artifacts.converter_env import last_lines
+from fleet.artifacts.data import Samples, load_samples
+from fleet.artifacts.fidelity import fidelity
+from fleet.artifacts.variant import Variant
+from fleet.errors import ConfigError, ConversionError
+
+log = logging.getLogger(__name__)
+
+# Bumped when fleet changes how it converts, so older cached artifacts are not reused.
+RECIPE = 1
+FP32 = Variant("onnx", "fp32")
+
+
+def convert(
+    source: Path,
+    variant: Variant,
+    *,
+    calibration: Path | None = None,
+    cache: ArtifactCache | None = None,
+    declared: Mapping[str, str] | None = None,
+    dataset: Path | None = None,
+) -> Artifact:
+    """Convert `source` (.onnx) to `variant`, or find the same request done before.
+
+    int8 without a mode is static (calibrated on `calibration`) when calibration data is
+    given and dynamic otherwise. With `dataset` the card gets `fidelity` against the source.
+    """
+    cache = cache if cache is not None else ArtifactCache()
+    if source.suffix != ".onnx":
+        raise ConfigError(f"{source}: fleet converts ONNX models; give an .onnx file")
+    if variant.precision == "int8" and variant.mode is None:
+        variant = replace(variant, mode="static" if calibration is not None else "dynamic")
+    if variant.mode != "static":
+        calibration = None  # not used, so it must not split the cache key
+    elif calibration is None:
+        raise ConfigError(
+            f"{source}: {variant} calibrates on data; give a calibration .npz (--calibration,"
+            " or 'calibration:' in the suite) or ask for the dynamic variant"
+        )
+    if variant == FP32:
+        reference = None
+        origin, source_sha = source, sha256_file(source)
+    else:
+        # Convert the cached FP32 copy, whose name is the hash of exactly these bytes.
+        reference = convert(source, FP32, cache=cache)
+        origin, source_sha = reference.path, reference.sha256
+    inputs = (reference.card if reference else model_card(source))["inputs"]
+    samples = load_samples(calibration, inputs) if calibration else None
+    calibration_sha = sha256_file(calibration) if calibration else None
+    key = request_key(_request(source_sha, variant, calibration_sha))
+    with cache.lock(key):
+        path = cache.lookup(key)
+        if path is None:
+            cache.stats.conversions += 1
+            job = _Job(source, origin, source_sha, inputs, variant, samples, calibration_sha)
+            path = _produce(job, cache, key)
+        else:
+            cache.stats.hits += 1
+            log.info("%s %s: cached %s", source.name, variant, path.name)
+    # Card updates (declared fields, fidelity on a new data set) need no lock: the sidecar is
+    # replaced atomically and either writer's card is right.
+    sidecar = cache.sidecar(path)
+    card: dict[str, Any] = sidecar["card"]
+    if declared is not None and dict(declared) != sidecar.get("declared", {}):
+        card = {k: v for k, v in card.items() if k not in sidecar.get("declared", {})}
+        card = declare(card, declared, source)
+        sidecar["declared"] = dict(declared)
+    artifact = Artifact(path, path.stem, variant, card, source_sha)
+    if dataset is not None and card.get("fidelity", {}).get("dataset_sha256") != sha256_file(
+        dataset
+    ):
+        card = {**card, "fidelity": fidelity(reference or artifact, artifact, dataset)}
+        artifact = replace(artifact, card=card)
+    if card != sidecar["card"]:
+        cache.write_sidecar(path, {**sidecar, "card": card})
+    return artifact
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Path  # as the user named it, for messages
+    origin: Path  # the bytes converted: the cached FP32 copy (the source itself for FP32)
+    source_sha: str
+    inputs: list[dict[str, Any]]  # the source's, from its model card
+    variant: Variant
+    samples: Samples | None
+    calibration_sha: str | None
+
+    def describe(self) -> str:
+        return f"{self.source} -> {self.variant}"
+
+
+def _request(source_sha: str, variant: Variant, calibration_sha: str | None) -> dict[str, Any]:
+    """Everything that decides the bytes of a converted file: the artifact cache's key."""
+    if variant == FP32:
+        converter, version, options = "none", "", {}
+    elif variant.format == "onnx":
+        precision = variant.spec().partition(":")[2]
+        converter, version = "onnxruntime", onnx_variants.version()
+        options = onnx_variants.OPTIONS[precision]
+    else:
+        converter, version = "onnx2tf", tflite_variants.version()
+        options = tflite_variants.options(calibrated=variant.mode == "static")
+    return {
+        "source_sha256": source_sha,
+        "variant": variant.spec(),
+        "converter": converter,
+        "converter_version": version,
+        "options": options,
+        "calibration_sha256": calibration_sha,
+        "recipe": RECIPE,
+    }
+
+
+def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
+    """Run the converter; store every file it made (onnx2tf makes several at once)."""
+    log.info("converting %s", job.describe())
+    start = time.monotonic()
+    with cache.scratch() as scratch:
+        if job.variant == FP32:
+            produced = {job.variant: job.origin}
+        elif job.variant.format == "onnx":
+            produced = {job.variant: _onnx(job, Path(scratch))}
+        else:
+            files = tflite_variants.convert(
+                job.origin,
+                job.inputs,
+                job.samples,
+                Path(scratch),
+                job.describe(),
+                cache.root / "logs" / f"{key}.log",
+            )
+            produced = {Variant.parse(spec): path for spec, path in files.items()}
+        seconds = time.monotonic() - start
+        for made, file in produced.items():
+            _check_loads(file, job.describe())
+            calibration_sha = job.calibration_sha if made.mode == "static" else None
+            request = _request(job.source_sha, made, calibration_sha)
+            card = {
+                **model_card(file),
+                "variant": made.spec(),
+                "source": job.source.name,
+                "source_sha256": job.source_sha,
+            }
+            sidecar = {
+                "request": request,
+                "card": card,
+                "conversion_s": seconds,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            cache.add(request_key(request), file, sidecar)
+    log.info("converted %s in %.1f s", job.describe(), seconds)
+    path = cache.lookup(key)
+    if path is None:  # the converter ran but wrote nothing for this variant
+        raise ConversionError(f"{job.describe()}: the converter wrote no {job.variant} file")
+    return path
+
+
+def _onnx(job: _Job, work: Path) -> Path:
+    target = work / "model.onnx"
+    try:
+        if job.variant.precision == "fp16":
+            onnx_variants.to_fp16(job.origin, target)
+        elif job.variant.mode == "dynamic":
+            onnx_variants.to_int8_dynamic(job.origin, work / "pre.onnx", target)
+        else:
+            assert job.samples is not None  # convert() insists on calibration for static int8
+            first_dim = job.inputs[0]["shape"][0]
+            onnx_variants.to_int8_static(
+                job.origin, work / "pre.onnx", target, job.samples, first_dim
+            )
+    except Exception as exc:  # onnxruntime's tools raise many unrelated types
+        raise ConversionError(
+            f"{job.describe()}: onnxruntime failed: {type(exc).__name__}: {last_lines(str(exc))}"
+        ) from exc
+    return target
+
+
+def _check_loads(file: Path, describe: str) -> None:
+    """A variant its runtime cannot load is a conversion failure, found before any device."""
+    try:
+        if file.suffix == ".onnx":
+            import onnxruntime as ort
+
+            ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        else:
+            load_tflite(file).allocate_tensors()
+    except Exception as exc:  # both runtimes raise several unrelated types
+        raise ConversionError(
+            f"{describe}: the converted {file.suffix} file does not load:"
+            f" {type(exc).__name__}: {last_lines(str(exc))}"
+        ) from exc

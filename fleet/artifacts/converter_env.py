@@ -1,0 +1,125 @@
+"""The converter environment: a venv of fleet's own for onnx2tf, built once and reused.
+
+onnx2tf pins tensorflow, numpy < 2, onnx and onnxruntime releases that clash with fleet's own
+environment, so it never runs in-process: fleet builds a venv under the cache directory on
+first use and runs onnx2tf there as a subprocess. A lock keeps two processes from building it
+at once; a marker written last (the pinned requirements) says the build finished, so a build
+that was interrupted is started over instead of used half-done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fleet import paths
+from fleet.artifacts.cache import file_lock, write_atomic
+from fleet.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+# What onnx2tf 1.29.24 resolved to when it was checked (Python 3.11): pinning what shapes the
+# converted files keeps them the same on every machine, which the artifact cache relies on.
+REQUIREMENTS = (
+    "onnx2tf==1.29.24",
+    "tensorflow==2.19.0",
+    "tf_keras==2.19.0",
+    "numpy==1.26.4",
+    "onnx==1.19.1",
+    "onnxruntime==1.23.0",
+    "onnxsim==0.4.36",
+    "onnx_graphsurgeon==0.5.8",
+    "ai-edge-litert==2.1.0",
+    "protobuf==4.25.5",
+    "h5py==3.11.0",
+    "ml_dtypes==0.5.1",
+    "psutil==5.9.5",
+    "simple_onnx_processing_tools==1.1.32",
+)
+CONVERTER = "onnx2tf"
+CONVERTER_VERSION = "1.29.24 (tensorflow 2.19.0)"
+# tensorflow 2.19 has wheels for CPython 3.9-3.12; another interpreter can be named here.
+PYTHON_ENV = "FLEET_CONVERTER_PYTHON"
+_INSTALL_TIMEOUT_S = 1800
+
+
+def env_dir() -> Path:
+    return paths.cache_dir() / "converter-venv"
+
+
+def converter_python() -> Path:
+    """The converter venv's python, building the venv first if it is missing or stale."""
+    venv = env_dir()
+    python = venv / "bin" / "python"
+    if _ready(venv):
+        return python
+    with file_lock(paths.cache_dir() / "converter-venv.lock"):
+        if not _ready(venv):  # another process may have built it while we waited
+            _build(venv)
+    return python
+
+
+def _marker(venv: Path) -> Path:
+    return venv / "fleet-requirements.txt"
+
+
+def _ready(venv: Path) -> bool:
+    try:
+        return _marker(venv).read_text() == "\n".join(REQUIREMENTS) + "\n"
+    except OSError:
+        return False
+
+
+def _build(venv: Path) -> None:
+    base = os.environ.get(PYTHON_ENV) or sys.executable
+    logfile = paths.cache_dir() / "converter-venv.log"
+    log.warning(
+        "building the converter environment (%s %s) in %s: a few minutes, once; log: %s",
+        CONVERTER,
+        CONVERTER_VERSION,
+        venv,
+        logfile,
+    )
+    if venv.exists():
+        shutil.rmtree(venv)  # stale pins or a build that was cut short
+    start = time.monotonic()
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("w") as out:
+        for argv in (
+            [base, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-input", *REQUIREMENTS],
+        ):
+            log.info("running %s", " ".join(argv))
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
+            try:
+                result = subprocess.run(
+                    argv, stdout=out, stderr=subprocess.STDOUT, timeout=_INSTALL_TIMEOUT_S
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ConversionError(
+                    f"building the converter environment in {venv} failed: {exc}"
+                ) from exc
+            if result.returncode != 0:
+                raise ConversionError(
+                    f"building the converter environment in {venv} failed"
+                    f" ({last_lines(logfile.read_text())}); full log: {logfile}; set"
+                    f" {PYTHON_ENV} to a Python 3.9-3.12 if this one has no tensorflow wheels"
+                )
+    write_atomic(_marker(venv), ("\n".join(REQUIREMENTS) + "\n").encode())
+    log.warning("converter environment ready in %.0f s", time.monotonic() - start)
+
+
+def last_lines(text: str, count: int = 3) -> str:
+    """A converter's own last words, ANSI colours stripped, joined onto one line."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    # TensorFlow's own info/warning lines (glog: "W0000 00:00:...") bury the real message.
+    lines = [line for line in lines if not re.match(r"[IW]\d{4} ", line)] or lines
+    return " | ".join(lines[-count:]) if lines else "no output"

@@ -1,0 +1,95 @@
+"""ONNX -> ONNX variants with onnxruntime's own tools, in this process.
+
+fp16: weights and activations in float16, inputs and outputs kept float32 (Cast at the edges)
+so every variant takes the same data. int8 static: QDQ format, int8 weights and activations,
+MinMax calibration on the given samples. int8 dynamic: int8 weights, activations quantized
+at run time (no calibration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fleet.artifacts.data import Samples, batches
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "fp16": {"keep_io_types": True},
+    "int8-static": {
+        "quant_format": "QDQ",
+        "activation_type": "QInt8",
+        "weight_type": "QInt8",
+        "calibrate_method": "MinMax",
+        "per_channel": False,
+    },
+    "int8-dynamic": {"weight_type": "QInt8", "per_channel": False},
+}
+
+
+def version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def to_fp16(source: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = convert_float_to_float16(onnx.load(str(source)), **OPTIONS["fp16"])
+    wrapped = OnnxModel(model)
+    wrapped.topological_sort()  # the IO casts are appended last; the ONNX checker wants order
+    onnx.save(wrapped.model, str(target))
+
+
+def _pre_process(source: Path, work: Path) -> Path:
+    """onnxruntime's recommended step before quantizing: shape inference and graph cleanup."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(source), str(work))
+    return work
+
+
+def to_int8_dynamic(source: Path, work: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        _pre_process(source, work), target, weight_type=QuantType.QInt8, per_channel=False
+    )
+
+
+def to_int8_static(
+    source: Path, work: Path, target: Path, calibration: Samples, first_dim: object
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # untyped base class
+        def __init__(self) -> None:
+            self._parts: Iterator[Mapping[str, np.ndarray]] = (
+                {name: array[part] for name, array in calibration.feeds.items()}
+                for part in batches(calibration.count, first_dim)
+            )
+
+        def get_next(self) -> Mapping[str, np.ndarray] | None:
+            return next(self._parts, None)
+
+    quantize_static(
+        _pre_process(source, work),
+        target,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        per_channel=False,
+    )

@@ -1,0 +1,117 @@
+"""ONNX -> TFLite variants with onnx2tf, run in the converter environment as a subprocess.
+
+One onnx2tf run writes several files; fleet keeps these (checked on onnx2tf 1.29.24):
+    *_float32.tflite             tflite:fp32
+    *_float16.tflite             tflite:fp16          float16 weights, float32 compute and IO
+    *_dynamic_range_quant.tflite tflite:int8-dynamic  int8 weights, float activations
+    *_integer_quant.tflite       tflite:int8-static   int8 weights and activations (every op
+                                 runs in int8), QUANTIZE/DEQUANTIZE at the edges, float32 IO
+onnx2tf's *_full_integer_quant.tflite (int8 IO) is not used: with float IO every variant
+takes the same data as the FP32 model, which is what a comparison across variants needs.
+The same holds for layout: `-kat` keeps each input in ONNX's layout (NCHW for images) with a
+transpose inside the model, instead of onnx2tf's default of NHWC inputs.
+
+Full-integer calibration always passes the caller's samples with `-cind NAME FILE MEAN STD`
+(mean 0, std 1: the samples are used as given); without `-cind` onnx2tf would download
+images from the internet.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fleet.artifacts.converter_env import CONVERTER_VERSION, converter_python, last_lines
+from fleet.artifacts.data import Samples
+from fleet.errors import ConfigError, ConversionError
+
+# Output file suffix -> variant spec it becomes.
+OUTPUTS = {
+    "_float32.tflite": "tflite:fp32",
+    "_float16.tflite": "tflite:fp16",
+    "_dynamic_range_quant.tflite": "tflite:int8-dynamic",
+    "_integer_quant.tflite": "tflite:int8-static",
+}
+TIMEOUT_S = 3600
+
+
+def version() -> str:
+    return CONVERTER_VERSION
+
+
+# The flags that shape the output; each run adds the input names and calibration files.
+KEEP_LAYOUT = ["-kat"]
+FULL_INTEGER = ["-oiqt", "-qt", "per-channel"]
+MEAN_STD = ["[0.0]", "[1.0]"]
+
+
+def options(calibrated: bool) -> dict[str, Any]:
+    """What shapes the output (paths left out), for the cache key and the sidecar."""
+    flags = [*KEEP_LAYOUT, "INPUTS"]
+    if calibrated:
+        flags += [*FULL_INTEGER, "-cind", "INPUT", "SAMPLES.npy", *MEAN_STD]
+    return {"flags": flags}
+
+
+def convert(
+    source: Path,
+    inputs: Sequence[Mapping[str, Any]],
+    calibration: Samples | None,
+    workdir: Path,
+    describe: str,
+    log_path: Path,
+) -> dict[str, Path]:
+    """Run onnx2tf once; variant spec -> file it wrote. `describe` names it in errors."""
+    names = [str(i["name"]) for i in inputs]
+    argv = [str(converter_python()), "-m", "onnx2tf", "-i", str(source.resolve())]
+    argv += ["-o", str(workdir)]
+    argv += [*KEEP_LAYOUT, *names]
+    if calibration is not None:
+        for spec in inputs:
+            if np.dtype(spec["dtype"]).kind != "f":
+                raise ConfigError(
+                    f"{describe}: full-integer int8 calibrates float inputs, but input"
+                    f" {spec['name']!r} is {spec['dtype']}; use tflite:int8-dynamic"
+                )
+        argv += FULL_INTEGER
+        for index, name in enumerate(names):
+            npy = workdir / f"calibration_{index}.npy"
+            np.save(npy, np.ascontiguousarray(calibration.feeds[name], dtype=np.float32))
+            argv += ["-cind", name, str(npy), *MEAN_STD]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "1"}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        try:
+            result = subprocess.run(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=workdir,
+                env=env,
+                timeout=TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ConversionError(
+                f"{describe}: onnx2tf ran over {TIMEOUT_S} s; log: {log_path}"
+            ) from exc
+    # onnx2tf names its outputs after the source file's stem.
+    produced = {
+        spec: workdir / f"{source.stem}{suffix}"
+        for suffix, spec in OUTPUTS.items()
+        if (workdir / f"{source.stem}{suffix}").is_file()
+    }
+    wanted = "tflite:int8-static" if calibration is not None else "tflite:fp32"
+    if result.returncode != 0 or wanted not in produced:
+        raise ConversionError(
+            f"{describe}: onnx2tf failed (exit {result.returncode}): "
+            f"{last_lines(log_path.read_text(errors='replace'))}; log: {log_path}"
+        )
+    return produced
