@@ -157,6 +157,8 @@ class DeviceRun:
                 self.send(transport, case.model.dataset, dataset)
             reference = f"{outputs}/{case.model.name}.npy" if case.has_reference else None
             settings = dict(case.settings)
+            # A decoder (declared in the suite) also gets time-to-first-token and tokens/s.
+            task = "generate" if case.model.declared.get("architecture") == "decoder" else None
             job_cases.append(
                 {
                     "id": case.id,
@@ -174,6 +176,9 @@ class DeviceRun:
                     "reference": reference if not case.is_reference else None,
                     "settings": settings,
                     "timeout_s": settings["timeout_s"],
+                    "task": task,
+                    # Inputs are made before the model loads, so the memory baseline has them.
+                    "inputs": artifact.card.get("inputs"),
                 }
             )
             cases[case.id] = case
@@ -231,8 +236,16 @@ class DeviceRun:
             self.keep(make_record("device", self.tags(), self.device_fields()))
         elif kind == "case_start":
             self.report(self.device.name, f"{event['case']} started")
+        elif kind == "progress":
+            self.report(
+                self.device.name,
+                f"{event['case']} repetition {event['repetition']}/{event['repetitions']}",
+            )
         elif kind in ("result", "case_error"):
-            self.keep(self.case_record(event, cases[event["case"]]))
+            record = self.case_record(event, cases[event["case"]])
+            self.keep(record)
+            for entry in event.get("generation") or []:
+                self.keep(self.generation_record(entry, record))
         elif kind == "done":
             return True
         return False
@@ -303,6 +316,14 @@ class DeviceRun:
             self.device.name, f"{case.id} p50 {measured['latency_ms_p50']:.3f} ms {verdict}"
         )
         return make_record("result", self.tags(case, event.get("tags")), fields)
+
+    def generation_record(self, entry: Mapping[str, float], result: Record) -> Record:
+        """A decoder's figures at one context length: the result's tags plus the length."""
+        tags = {**result.tags, "context_tokens": str(int(entry["context_tokens"]))}
+        kept = ("run_id", "model_sha256", "agent_version", "runtime_version", "valid", "status")
+        fields = {k: result.fields[k] for k in kept if k in result.fields}
+        fields.update({k: float(v) for k, v in entry.items() if _finite(float(v))})
+        return make_record("generation", tags, fields)
 
 
 def _finite(value: object) -> bool:

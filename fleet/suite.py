@@ -18,14 +18,26 @@ MEASURE_DEFAULTS: dict[str, float | int | str | list[int]] = {
     "min_iterations": 100,
     "min_seconds": 0.0,
     "max_seconds": 60.0,
-    "repetitions": 1,
+    "repetitions": 3,
     "threads": 1,
     "batch": 1,
     "provider": "cpu",
     "timeout_s": 300.0,
+    "seed": 0,
+    # ONNX Runtime: inter-op threads and graph optimisation (disable, basic, extended, all).
+    "inter_op_threads": 1,
+    "graph_optimization_level": "all",
+    # LiteRT: the delegate library for a provider other than cpu/xnnpack/builtin.
+    "delegate_path": "",
+    # Validity limits (fleet_agent.aggregate).
     "cv_max": 0.5,
     "drift_max": 0.25,
+    "repetition_cv_max": 0.05,
+    "cpu_wait_max": 0.1,
+    # Decoder language models (fleet_agent.generate).
     "context_tokens": [32, 96],
+    "decode_tokens": 32,
+    "generation_runs": 5,
 }
 
 # Budget name -> (result field, True when the field must stay at or below the budget).

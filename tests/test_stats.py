@@ -57,11 +57,32 @@ def test_latency_stats_hand_computed():
         "latency_ms_max": 9.0,
         "latency_ms_std": pytest.approx(std),
         "latency_cv": pytest.approx(std / 5),
+        # fewer than 100 samples: nothing is trimmed.
+        "latency_cv_trimmed": pytest.approx(std / 5),
         # n = 8: P(B <= 0) = 1/256 <= 2.5 % < P(B <= 1) = 9/256, so ranks 1 and 8.
         "latency_p50_ci95_low_ms": 2.0,
         "latency_p50_ci95_high_ms": 9.0,
     }
     assert all(type(v) is float for v in got.values())
+
+
+def test_trimmed_cv_leaves_out_what_is_above_p99():
+    # 1000 samples: 10 interrupt-length outliers make the plain CV huge; the slowest 1 %
+    # (10 samples) are left out of the trimmed one, which sees the steady rest.
+    samples = [1.0, 1.2] * 495 + [100.0] * 10
+    got = stats.latency_stats(shuffled(samples))
+    assert got["latency_cv"] > 3
+    body = np.array([1.0, 1.2] * 495)
+    assert got["latency_cv_trimmed"] == pytest.approx(body.std(ddof=1) / body.mean())
+    # 11 outliers: one is left in.
+    got = stats.latency_stats(shuffled([1.0] * 989 + [100.0] * 11))
+    assert got["latency_cv_trimmed"] > 1
+
+
+def test_cv_of_repetition_p50s():
+    assert stats.cv([1.0, 1.0, 1.0]) == 0.0
+    assert stats.cv([2.0]) == 0.0
+    assert stats.cv([9.0, 10.0, 11.0]) == pytest.approx(0.1)
 
 
 def test_latency_stats_single_sample():

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 _MIB = 1024.0 * 1024.0
 _PROC_STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
+_VMSTAT = "/proc/vmstat"
 # /proc/self/status line -> field name; the values there are in kB (KiB).
 _STATUS_FIELDS = {
     "VmRSS": "rss_mb",
@@ -107,6 +108,26 @@ def reset_peak() -> bool:
     except OSError:
         return False
     return True
+
+
+def parse_vmstat_oom_kills(text: str) -> Optional[int]:
+    """The ``oom_kill`` counter of ``/proc/vmstat`` (Linux 4.13+): every process the kernel's
+    OOM killer has killed since boot, a cgroup's limit included; None on older kernels."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return None
+
+
+def oom_kills() -> Optional[int]:
+    """OOM kills on this machine since boot, or None where the kernel does not count them.
+    Read before and after a worker, it tells an OOM kill from any other SIGKILL."""
+    try:
+        with open(_VMSTAT) as f:
+            return parse_vmstat_oom_kills(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 def parse_nvidia_smi_memory(text: str) -> List[float]:

@@ -1,7 +1,14 @@
-"""Inference runtimes behind one small interface: load a model, describe inputs, run."""
+"""Inference runtimes behind one small interface: load a model, describe inputs, run.
+
+ONNX Runtime (any execution provider the device's build has) and LiteRT through whichever
+TFLite package the device has: ``ai_edge_litert`` (current), ``tflite_runtime`` (older
+boards), or ``tensorflow.lite``. A runtime, provider or delegate that is not there raises
+``RuntimeMissing``, which the worker reports as a skipped case.
+"""
 
 import importlib
-from typing import Any, Dict, List, Sequence, Tuple
+from importlib import metadata
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,17 +21,46 @@ class InvalidModel(Exception):
     """The runtime could not load the model file."""
 
 
-InputSpec = Tuple[str, Tuple[Any, ...], Any]  # name, shape (ints or None), numpy dtype
+InputSpec = Tuple[str, Tuple[Optional[int], ...], Any]  # name, shape (None: dynamic), dtype
+Feed = Dict[str, np.ndarray]
 
 
 class Session:
     runtime = ""
+    package = ""  # the Python package that runs it (ai_edge_litert, tflite_runtime, ...)
     version = ""
     provider = ""
     inputs: List[InputSpec]
 
-    def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    def run(self, feed: Feed) -> List[np.ndarray]:
         raise NotImplementedError
+
+    def make_feed(self, arrays: Sequence[np.ndarray]) -> Feed:
+        """Arrays, one per input in order, as this model's feed (in its input types)."""
+        return {
+            name: np.ascontiguousarray(a, dtype=dtype)
+            for (name, _, dtype), a in zip(self.inputs, arrays)  # noqa: B905 (3.8)
+        }
+
+    def adopt(self, arrays: Optional[List[np.ndarray]], batch: int, seed: int) -> Feed:
+        """The feed for timing: ``arrays`` made before the model was loaded (so that the
+        memory baseline holds them) when they fit this model's inputs, else new ones."""
+        if arrays is None or not _fits(arrays, self.inputs):
+            arrays = list(feed_for(self.inputs, batch, seed).values())
+        return self.make_feed(arrays)
+
+
+def _fits(arrays: List[np.ndarray], inputs: Sequence[InputSpec]) -> bool:
+    if len(arrays) != len(inputs):
+        return False
+    for array, (_, shape, _) in zip(arrays, inputs):  # noqa: B905 - 3.8 has no strict=
+        if array.ndim != len(shape):
+            return False
+        # The batch dimension is the case's to choose; the others are the model's.
+        fixed = [(d, a) for d, a in zip(shape[1:], array.shape[1:]) if d is not None]  # noqa: B905
+        if any(d != a for d, a in fixed):
+            return False
+    return True
 
 
 # onnxruntime execution providers by the short names suites use.
@@ -35,6 +71,8 @@ ORT_PROVIDERS = {
     "coreml": "CoreMLExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
     "xnnpack": "XnnpackExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "qnn": "QNNExecutionProvider",
 }
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -46,39 +84,52 @@ _ORT_DTYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
+_ORT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 class OrtSession(Session):
     runtime = "onnxruntime"
+    package = "onnxruntime"
 
     def __init__(self, path: str, provider: str, threads: int, options: Dict[str, Any]) -> None:
-        try:
-            ort = importlib.import_module("onnxruntime")
-        except ImportError as exc:
-            raise RuntimeMissing("onnxruntime is not installed") from exc
-        self.version = ort.__version__
+        ort = _import("onnxruntime")
+        self.version = str(ort.__version__)
         wanted = ORT_PROVIDERS.get(provider)
         if wanted is None:
             raise RuntimeMissing(
                 "unknown provider {!r}; known: {}".format(provider, ", ".join(ORT_PROVIDERS))
             )
         if wanted not in ort.get_available_providers():
-            raise RuntimeMissing("onnxruntime has no {} on this device".format(wanted))
+            raise RuntimeMissing(
+                "onnxruntime {} has no {} on this device (it has {})".format(
+                    self.version, wanted, ", ".join(ort.get_available_providers())
+                )
+            )
+        level = str(options.get("graph_optimization_level", "all"))
+        if level not in _ORT_LEVELS:
+            raise ValueError(
+                "measure.graph_optimization_level {!r}: use one of {}".format(
+                    level, ", ".join(_ORT_LEVELS)
+                )
+            )
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = int(options.get("inter_op_threads", 1))
-        level = options.get("graph_optimization_level", "all")
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[level])
+        so.log_severity_level = 3  # errors only: warnings would flood the agent's stderr
+        # TensorRT and CUDA hand what they cannot run to the next provider, CPU last.
+        chain = [wanted] + [p for p in _ORT_FALLBACKS.get(wanted, ()) if p != wanted]
         try:
-            self._session = ort.InferenceSession(path, so, providers=[wanted])
+            self._session = ort.InferenceSession(path, so, providers=chain)
         except Exception as exc:  # onnxruntime raises several unrelated types here
-            raise InvalidModel(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
-        # The provider that actually runs: onnxruntime falls back to CPU silently.
+            raise InvalidModel(_first_line(exc)) from exc
+        # The provider that actually runs: onnxruntime falls back to CPU silently when the
+        # one asked for cannot start (no GPU, driver mismatch).
         self.provider = _short_provider(self._session.get_providers()[0])
         self.inputs = [
             (
@@ -89,8 +140,14 @@ class OrtSession(Session):
             for i in self._session.get_inputs()
         ]
 
-    def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    def run(self, feed: Feed) -> List[np.ndarray]:
         return list(self._session.run(None, feed))
+
+
+_ORT_FALLBACKS = {
+    "TensorrtExecutionProvider": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "CUDAExecutionProvider": ("CPUExecutionProvider",),
+}
 
 
 def _short_provider(name: str) -> str:
@@ -100,11 +157,24 @@ def _short_provider(name: str) -> str:
     return name
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise RuntimeMissing("{} is not installed ({})".format(name, exc)) from exc
+
+
 # LiteRT's Python packages, newest first: older boards only have tflite_runtime.
 _TFLITE_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 
 
-def _tflite_module() -> Tuple[Any, str, str]:
+def tflite_module() -> Tuple[Any, str, str]:
+    """(interpreter module, package name, package version) of the first TFLite found."""
     for name in _TFLITE_MODULES:
         try:
             module = importlib.import_module(name)
@@ -116,31 +186,47 @@ def _tflite_module() -> Tuple[Any, str, str]:
 
 
 class LiteRtSession(Session):
+    """``provider``: "cpu" or "xnnpack" run with the XNNPACK delegate every current TFLite
+    build applies by default; "builtin" without it (the reference kernels); anything else
+    ("gpu", "edgetpu", ...) loads the delegate library at ``measure.delegate_path``."""
+
     runtime = "litert"
 
     def __init__(self, path: str, provider: str, threads: int, options: Dict[str, Any]) -> None:
-        module, package, self.version = _tflite_module()
-        self.package = package
+        module, self.package, self.version = tflite_module()
         delegates = []
-        if provider not in ("cpu", "xnnpack"):
-            delegate_path = options.get("delegate_path")
+        kwargs: Dict[str, Any] = {}
+        if provider == "builtin":
+            kwargs["experimental_op_resolver_type"] = (
+                module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+        elif provider not in ("cpu", "xnnpack"):
+            delegate_path = str(options.get("delegate_path") or "")
             if not delegate_path:
-                raise RuntimeMissing("provider {!r} needs measure.delegate_path".format(provider))
+                raise RuntimeMissing(
+                    "LiteRT provider {!r} is a delegate: set measure.delegate_path to its"
+                    " library".format(provider)
+                )
             try:
                 delegates.append(module.load_delegate(delegate_path))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RuntimeError) as exc:
                 raise RuntimeMissing(
-                    "cannot load delegate {}: {}".format(delegate_path, exc)
+                    "cannot load delegate {}: {}".format(delegate_path, _first_line(exc))
                 ) from exc
         try:
             self._interp = module.Interpreter(
-                model_path=path, num_threads=threads, experimental_delegates=delegates or None
+                model_path=path,
+                num_threads=threads,
+                experimental_delegates=delegates or None,
+                **kwargs,
             )
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise InvalidModel(str(exc).splitlines()[0]) from exc
-        # XNNPACK is the CPU default in every TFLite build fleet supports.
-        self.provider = provider if delegates else "xnnpack"
+            raise InvalidModel(_first_line(exc)) from exc
+        self.provider = provider if provider != "cpu" else "xnnpack"
+        self._read_details()
+
+    def _read_details(self) -> None:
         self._input_details = self._interp.get_input_details()
         self._output_details = self._interp.get_output_details()
         self.inputs = [
@@ -148,18 +234,28 @@ class LiteRtSession(Session):
             for d in self._input_details
         ]
 
+    def make_feed(self, arrays: Sequence[np.ndarray]) -> Feed:
+        """TFLite files have batch 1 built in: the inputs are resized to the arrays' batch
+        first; float arrays for a quantized model's integer inputs are quantized here, once,
+        outside any timed loop."""
+        self.resize(int(arrays[0].shape[0]) if arrays[0].ndim else 1)
+        names = [name for name, _, _ in self.inputs]
+        return self.prepare(dict(zip(names, arrays)))  # noqa: B905 - Python 3.8: no strict=
+
     def resize(self, batch: int) -> None:
-        """Set the batch dimension of every input (TFLite models export batch 1)."""
+        """Set the batch dimension of every input."""
+        changed = False
         for detail in self._input_details:
             shape = list(detail["shape"])
             if shape and shape[0] != batch:
                 self._interp.resize_tensor_input(detail["index"], [batch, *shape[1:]])
-        self._interp.allocate_tensors()
-        self._input_details = self._interp.get_input_details()
-        self._output_details = self._interp.get_output_details()
+                changed = True
+        if changed:
+            self._interp.allocate_tensors()
+            self._read_details()
 
-    def prepare(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Quantize float inputs for integer-input models, once, outside the timed loop."""
+    def prepare(self, feed: Feed) -> Feed:
+        """Float inputs quantized for integer-input models; others cast to the input type."""
         prepared = {}
         for detail in self._input_details:
             value = feed[detail["name"]]
@@ -171,7 +267,7 @@ class LiteRtSession(Session):
             prepared[detail["name"]] = np.ascontiguousarray(value, dtype=dtype)
         return prepared
 
-    def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    def run(self, feed: Feed) -> List[np.ndarray]:
         for detail in self._input_details:
             self._interp.set_tensor(detail["index"], feed[detail["name"]])
         self._interp.invoke()
@@ -195,15 +291,15 @@ def _float_view(detail: Dict[str, Any]) -> Any:
 RUNTIMES = {"onnxruntime": OrtSession, "litert": LiteRtSession}
 
 
-def import_runtime(runtime: str) -> None:
-    """Import a runtime's package up front, so the memory baseline includes it."""
+def import_runtime(runtime: str) -> Tuple[str, str]:
+    """Import a runtime's package up front, so the memory baseline includes it; its
+    (package, version)."""
     if runtime == "onnxruntime":
-        try:
-            importlib.import_module("onnxruntime")
-        except ImportError as exc:
-            raise RuntimeMissing("onnxruntime is not installed") from exc
-    elif runtime == "litert":
-        _tflite_module()
+        return "onnxruntime", str(_import("onnxruntime").__version__)
+    if runtime == "litert":
+        _, package, version = tflite_module()
+        return package, version
+    raise RuntimeMissing("unknown runtime {!r}; known: {}".format(runtime, ", ".join(RUNTIMES)))
 
 
 def open_session(
@@ -215,19 +311,57 @@ def open_session(
     return cls(path, provider, threads, options)
 
 
-def available() -> Dict[str, str]:
-    """Runtimes importable here, with versions, for the hello event."""
+# Module -> the distributions that install it (vendor builds of ONNX Runtime and TensorFlow
+# keep the module name and change the distribution's).
+_DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "onnxruntime": (
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnxruntime-openvino",
+        "onnxruntime-directml",
+        "onnxruntime-qnn",
+        "onnxruntime-silicon",
+    ),
+    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "tflite_runtime": ("tflite-runtime",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-macos"),
+}
+
+
+def installed() -> Dict[str, str]:
+    """Runtime packages installed here, with versions, for the hello event. Read from the
+    package metadata: importing them would cost the agent seconds and hundreds of MB."""
     found = {}
-    for name in ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow"):
-        try:
-            module = importlib.import_module(name)
-        except Exception:  # noqa: S112 - a broken install (numpy ABI) is as good as missing
-            continue
-        found[name] = str(getattr(module, "__version__", "unknown"))
+    for module, distributions in _DISTRIBUTIONS.items():
+        for distribution in distributions:
+            try:
+                found[module] = metadata.version(distribution)
+            except Exception:  # noqa: S112 - PackageNotFoundError, or no metadata at all
+                continue
+            break
     return found
 
 
-def feed_for(inputs: Sequence[InputSpec], batch: int, seed: int) -> Dict[str, np.ndarray]:
+def spec_from_card(card_inputs: Any) -> Optional[List[InputSpec]]:
+    """Input specs from the model card the controller sends ({name, dtype, shape} with
+    strings for dynamic dimensions); None when it has none or cannot be read."""
+    if not isinstance(card_inputs, list) or not card_inputs:
+        return None
+    try:
+        return [
+            (
+                str(i["name"]),
+                tuple(d if isinstance(d, int) else None for d in i["shape"]),
+                np.dtype(i["dtype"]).type,
+            )
+            for i in card_inputs
+        ]
+    except (KeyError, TypeError):
+        return None
+
+
+def feed_for(inputs: Sequence[InputSpec], batch: int, seed: int) -> Feed:
     """Seeded random inputs shaped like the model's, with the batch dimension set."""
     rng = np.random.default_rng(seed)
     feed = {}

@@ -1,4 +1,10 @@
-"""The agent's main loop: read the job, say hello, run each case in a fresh worker."""
+"""The agent's main loop: read the job, say hello, run each case's repetitions in fresh
+workers, combine them into one result.
+
+The agent itself stays small: it never imports a runtime (``hello`` reads the installed
+versions from package metadata), so its own memory and start-up are not the runtime's, and a
+runtime that crashes takes down one worker, never the agent.
+"""
 
 import fcntl
 import hashlib
@@ -8,13 +14,10 @@ import platform
 import signal
 import subprocess
 import sys
-from typing import IO, Any, Dict, List
+from typing import IO, Any, Dict, List, Optional, Tuple
 
-from fleet_agent import PROTOCOL, __version__, runtimes, sysinfo
+from fleet_agent import PROTOCOL, __version__, aggregate, memory, runtimes, sysinfo, thermal
 from fleet_agent.protocol import emit
-
-# A worker killed by SIGKILL that we did not kill ourselves was the kernel's OOM killer.
-_OOM_SIGNALS = (-signal.SIGKILL,)
 
 
 def serve(inp: IO[str], out: IO[str]) -> int:
@@ -25,7 +28,7 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         agent_version=__version__,
         protocol=PROTOCOL,
         python=platform.python_version(),
-        runtimes=runtimes.available(),
+        runtimes=runtimes.installed(),
     )
     if job.get("protocol") != PROTOCOL:
         emit(
@@ -66,13 +69,36 @@ def run_cases(cases: List[Dict[str, Any]], out: IO[str]) -> None:
             if os.path.exists(artifact):  # a corrupt cached file must not be used again
                 os.unlink(artifact)
             continue
-        run_worker(case, out)
+        run_case(case, out)
 
 
-def run_worker(case: Dict[str, Any], out: IO[str]) -> None:
-    """Run one case in a fresh process, relaying its events; turn its death into a kind."""
+def run_case(case: Dict[str, Any], out: IO[str]) -> None:
+    """All repetitions of one case, each in a fresh worker; one result, or one case_error
+    (the first repetition that fails ends the case)."""
+    count = max(1, int(case["settings"].get("repetitions", 1)))
+    watch = thermal.Watch()
+    done: List[Dict[str, Any]] = []
+    try:
+        for index in range(count):
+            body = run_worker(dict(case, repetition=index), out)
+            if body is None:
+                return
+            done.append(body)
+            # Also keeps the controller's idle timer from running out on long cases.
+            emit(out, "progress", case=case["id"], repetition=index + 1, repetitions=count)
+    finally:
+        watched = watch.stop()
+    tags, fields, generation = aggregate.combine(done, watched, case)
+    emit(out, "result", case=case["id"], tags=tags, fields=fields, generation=generation)
+
+
+def run_worker(case: Dict[str, Any], out: IO[str]) -> Optional[Dict[str, Any]]:
+    """One repetition in a fresh process: its ``repetition`` event's body, or None after
+    relaying (or making) the case_error that says why there is none. ``timeout_s`` bounds
+    each repetition."""
     argv = [sys.executable, sys.argv[0], "worker"]
     timeout = float(case.get("timeout_s", 300))
+    kills_before = memory.oom_kills()
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -85,25 +111,40 @@ def run_worker(case: Dict[str, Any], out: IO[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        emit(
-            out,
-            "case_error",
-            case=case["id"],
-            kind="timeout",
-            message="no result after {:g} s".format(timeout),
-        )
-        return
-    events: List[str] = [line for line in stdout.splitlines() if line.startswith("{")]
-    for line in events:
-        out.write(line + "\n")
-    out.flush()
-    if events and proc.returncode == 0:
-        return
+        _case_error(out, case, "timeout", "no result after {:g} s (timeout_s)".format(timeout))
+        return None
+    sys.stderr.write(stderr)  # the runtime's own messages, for the controller's log
+    for line in stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        event: Dict[str, Any] = json.loads(line)
+        if event.get("event") == "repetition":
+            return event
+        if event.get("event") == "case_error":
+            out.write(line + "\n")
+            out.flush()
+            return None
+    kind, message = _death(proc.returncode, stderr, kills_before)
+    _case_error(out, case, kind, message)
+    return None
+
+
+def _death(code: int, stderr: str, kills_before: Optional[int]) -> Tuple[str, str]:
+    """The kind and message for a worker that ended without an event."""
+    if code == -signal.SIGKILL:
+        kills_after = memory.oom_kills()
+        limit = sysinfo.memory_limit_mb()
+        where = " (memory limit {:.0f} MB)".format(limit) if limit is not None else ""
+        if kills_before is None or kills_after is None:
+            return "out_of_memory", "worker killed (SIGKILL), most likely for memory" + where
+        if kills_after > kills_before:
+            return "out_of_memory", "worker killed by the kernel's OOM killer" + where
+        return "error", "worker killed (SIGKILL) by something other than the OOM killer"
     tail = " | ".join(stderr.strip().splitlines()[-3:])
-    if proc.returncode in _OOM_SIGNALS:
-        kind, message = "out_of_memory", "worker killed (SIGKILL) by the kernel's OOM killer"
-    else:
-        kind, message = "error", "worker exited with {}: {}".format(proc.returncode, tail)
+    return "error", "worker exited with {}: {}".format(code, tail or "(no output)")
+
+
+def _case_error(out: IO[str], case: Dict[str, Any], kind: str, message: str) -> None:
     emit(out, "case_error", case=case["id"], kind=kind, message=message)
 
 

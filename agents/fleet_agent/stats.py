@@ -9,7 +9,7 @@ really happened keeps fleet's p99 comparable with LoadGen's and never optimistic
 """
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -76,9 +76,33 @@ def latency_stats(samples_ms: Sequence[float]) -> Dict[str, float]:
         "latency_ms_max": float(values[-1]),
         "latency_ms_std": std,
         "latency_cv": std / mean if mean > 0 else 0.0,
+        "latency_cv_trimmed": _cv(values[: n - n // 100]),
         "latency_p50_ci95_low_ms": float(values[low - 1]),
         "latency_p50_ci95_high_ms": float(values[high - 1]),
     }
+
+
+def _cv(values: "np.ndarray[Any, Any]") -> float:
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return std / mean if mean > 0 else 0.0
+
+
+def cv(values: Sequence[float]) -> float:
+    """Coefficient of variation (sample std / mean) of a few figures, e.g. per-repetition
+    p50s; 0 for fewer than two."""
+    return _cv(np.asarray(values, dtype=np.float64))
+
+
+def drift(samples_ms: Sequence[float]) -> float:
+    """Relative change of the median of the last third of a run from the median of its
+    first third (+0.1: 10 % slower at the end); 0 with fewer than three samples."""
+    third = len(samples_ms) // 3
+    if third == 0:
+        return 0.0
+    first = float(np.median(np.asarray(samples_ms[:third], dtype=np.float64)))
+    last = float(np.median(np.asarray(samples_ms[-third:], dtype=np.float64)))
+    return (last - first) / first if first > 0 else 0.0
 
 
 def validity(
@@ -86,27 +110,23 @@ def validity(
 ) -> Tuple[bool, List[str]]:
     """Whether a timed phase can be trusted, and why not.
 
-    Invalid when the coefficient of variation is above ``cv_max``, when the median of the
+    Invalid when the trimmed coefficient of variation (see ``latency_stats``) is above
+    ``cv_max``, when the median of the
     last third of the run differs from the median of the first third by more than
     ``drift_max`` (relative to the first), or when the device throttled during the run.
     Drift needs at least three samples; with fewer it is not judged.
     """
     reasons: List[str] = []
-    stats = latency_stats(samples_ms)
-    if stats["latency_cv"] > cv_max:
+    spread = latency_stats(samples_ms)["latency_cv_trimmed"]
+    if spread > cv_max:
+        reasons.append("latency CV {:.3f} is above the limit {:.3f}".format(spread, cv_max))
+    moved = drift(samples_ms)
+    if abs(moved) > drift_max:
         reasons.append(
-            "latency CV {:.3f} is above the limit {:.3f}".format(stats["latency_cv"], cv_max)
-        )
-    third = len(samples_ms) // 3
-    if third > 0:
-        first = float(np.median(np.asarray(samples_ms[:third], dtype=np.float64)))
-        last = float(np.median(np.asarray(samples_ms[-third:], dtype=np.float64)))
-        drift = (last - first) / first if first > 0 else 0.0
-        if abs(drift) > drift_max:
-            reasons.append(
-                "median drifted {:+.1%} from the first third to the last third "
-                "(limit {:.1%})".format(drift, drift_max)
+            "median drifted {:+.1%} from the first third to the last third (limit {:.1%})".format(
+                moved, drift_max
             )
+        )
     if throttled:
         reasons.append("the device throttled during the run")
     return not reasons, reasons

@@ -30,6 +30,8 @@ _DMI_DIR = "/sys/class/dmi/id"
 _TEGRA_RELEASE = "/etc/nv_tegra_release"
 _CPUFREQ_DIR = "/sys/devices/system/cpu/cpu0/cpufreq"
 _THERMAL_ROOT = "/sys/class/thermal"
+_PROC_CGROUP = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
 
 _COMMAND_TIMEOUT_S = 5.0
 _MIB = 1024.0 * 1024.0
@@ -143,6 +145,36 @@ def parse_meminfo(text: str) -> Facts:
         if key in values:
             facts[name] = int(values[key].split()[0]) / 1024.0
     return facts
+
+
+def parse_cgroup_memory_limit(text: str) -> Optional[float]:
+    """A cgroup's memory limit in MiB from ``memory.max`` (v2) or ``memory.limit_in_bytes``
+    (v1); None for no limit ("max", or v1's page-rounded 2**63)."""
+    value = text.strip()
+    if not value or value == "max":
+        return None
+    limit = int(value)
+    return None if limit >= 1 << 62 else limit / _MIB
+
+
+def cgroup_memory_files(proc_cgroup: str) -> List[str]:
+    """Where this process's cgroup memory limit may be, from ``/proc/self/cgroup``: the v1
+    memory controller's file, else the v2 one; the path as seen from inside a cgroup
+    namespace (the root) last."""
+    candidates = []
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if "memory" in controllers.split(","):
+            base = os.path.join(_CGROUP_ROOT, "memory")
+            for where in (path.lstrip("/"), ""):
+                candidates.append(os.path.join(base, where, "memory.limit_in_bytes"))
+        elif controllers == "":
+            for where in (path.lstrip("/"), ""):
+                candidates.append(os.path.join(_CGROUP_ROOT, where, "memory.max"))
+    return candidates
 
 
 def parse_os_release(text: str) -> Facts:
@@ -414,6 +446,26 @@ def _probe_platform() -> Facts:
     }
 
 
+def memory_limit_mb() -> Optional[float]:
+    """The memory limit of this process's cgroup in MiB (a container's, a lab device's);
+    None when there is none or it cannot be read."""
+    try:
+        files = cgroup_memory_files(_read(_PROC_CGROUP))
+    except OSError:
+        return None
+    for path in files:
+        try:
+            return parse_cgroup_memory_limit(_read(path))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _probe_memory_limit() -> Facts:
+    limit = memory_limit_mb()
+    return {} if limit is None else {"memory_limit_mb": limit}
+
+
 def _probe_os_name() -> Facts:
     if sys.platform == "darwin":
         return {"os_name": "macOS " + platform.mac_ver()[0]}
@@ -475,6 +527,7 @@ def _probe_tegrastats() -> Facts:
 _PROBES: List[Tuple[Tuple[str, ...], Callable[[], Facts]]] = [
     (("cpu_model", "cpu_cores"), _probe_cpu),
     (("ram_total_mb",), _probe_ram),
+    (("memory_limit_mb",), _probe_memory_limit),
     (("os", "kernel", "arch", "python"), _probe_platform),
     (("os_name",), _probe_os_name),
     (("board_model",), _probe_board),

@@ -1,0 +1,117 @@
+"""Repetitions of a case, each from its own worker process, combined into one result.
+
+- Latency statistics are over the samples of all repetitions together, in the order they
+  were taken (so drift across repetitions, as a device heats, shows as drift).
+- ``repetition_p50s_ms`` lists each repetition's p50; ``repetition_p50_cv`` is their spread,
+  what a re-run of the case would likely move by.
+- Cold figures (load, first inference, warm-up) are the median over repetitions; memory
+  figures and the CPU wait are the worst repetition's, as budgets should see them.
+- The accuracy pass ran in the first repetition only; its fields are taken from there.
+- ``valid`` is False, with every reason in ``invalid_reasons``, when the trimmed CV or the
+  drift is over its limit, the device throttled, the repetitions disagree, the worker waited
+  for a CPU (a busy neighbour: judged for CPU providers only, where a run is CPU-bound), the
+  warm-up never settled, or there are too few samples for p99.
+"""
+
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+from fleet_agent import measure, stats
+
+MEDIAN = ("load_ms", "first_inference_ms", "warmup_runs", "warmup_s")
+WORST = (
+    "rss_baseline_mb",
+    "rss_after_load_mb",
+    "peak_rss_mb",
+    "peak_delta_mb",
+    "rss_anon_mb_after_load",
+    "rss_file_mb_after_load",
+    "gpu_memory_baseline_mb",
+    "gpu_memory_after_load_mb",
+    "gpu_memory_after_run_mb",
+    "gpu_memory_delta_mb",
+    "cpu_wait_frac",
+)
+SUMMED = ("duration_s",)
+# Providers that compute on the CPU: their threads are busy for the whole timed phase.
+CPU_PROVIDERS = ("cpu", "xnnpack", "builtin")
+
+DEFAULT_LIMITS = {"cv_max": 0.5, "drift_max": 0.25, "repetition_cv_max": 0.05, "cpu_wait_max": 0.1}
+
+
+def combine(
+    repetitions: List[Dict[str, Any]], thermal: Dict[str, Any], case: Dict[str, Any]
+) -> Tuple[Dict[str, str], Dict[str, Any], List[Dict[str, float]]]:
+    """(tags, fields, generation entries) of the case from its repetitions' events."""
+    settings = case["settings"]
+    limit = {k: float(settings.get(k, v)) for k, v in DEFAULT_LIMITS.items()}
+    first = repetitions[0]
+    samples = [s for r in repetitions for s in r["samples_ms"]]
+    p50s = [stats.percentile(r["samples_ms"], 50) for r in repetitions]
+    all_fields = [r["fields"] for r in repetitions]
+
+    fields: Dict[str, Any] = dict(first["fields"])  # versions, accuracy: first repetition
+    fields.update(stats.latency_stats(samples))
+    for key in MEDIAN:
+        fields[key] = float(np.median([f[key] for f in all_fields]))
+    for key in WORST:
+        if key in fields:
+            fields[key] = max(float(f[key]) for f in all_fields)
+    for key in SUMMED:
+        fields[key] = sum(float(f[key]) for f in all_fields)
+    batch = int(case.get("batch", 1))
+    fields.update(
+        iterations=float(len(samples)),
+        throughput_ips=batch * 1000.0 / fields["latency_ms_mean"],
+        repetitions=float(len(repetitions)),
+        repetition_p50s_ms=",".join("{:.6g}".format(p) for p in p50s),
+        repetition_p50_cv=stats.cv(p50s),
+        latency_drift=stats.drift(samples),
+        warmup_stable=all(bool(f["warmup_stable"]) for f in all_fields),
+    )
+    fields.update(thermal)
+
+    _, reasons = stats.validity(
+        samples,
+        cv_max=limit["cv_max"],
+        drift_max=limit["drift_max"],
+        throttled=bool(thermal.get("throttled")),
+    )
+    if fields["repetition_p50_cv"] > limit["repetition_cv_max"]:
+        reasons.append(
+            "the repetitions' p50s ({} ms) vary by CV {:.3f}, above the limit {:.3f}".format(
+                fields["repetition_p50s_ms"],
+                fields["repetition_p50_cv"],
+                limit["repetition_cv_max"],
+            )
+        )
+    provider = str(first["tags"].get("provider", ""))
+    if provider in CPU_PROVIDERS and fields["cpu_wait_frac"] > limit["cpu_wait_max"]:
+        reasons.append(
+            "the worker waited {:.0%} of the timed phase for a CPU (limit {:.0%}): another"
+            " process on its cores, or more threads ({}) than cores".format(
+                fields["cpu_wait_frac"], limit["cpu_wait_max"], case.get("threads", 1)
+            )
+        )
+    if not fields["warmup_stable"]:
+        reasons.append("the warm-up did not settle (median of the last ten runs still moving)")
+    needed = stats.min_samples_for(measure.TOP_PERCENTILE)
+    if len(samples) < needed:
+        reasons.append(
+            "{} samples cannot support p99 (it needs {}): max_seconds cut the timed phase"
+            " short".format(len(samples), needed)
+        )
+    fields.update(valid=not reasons, invalid_reasons="; ".join(reasons))
+    return dict(first["tags"]), fields, combine_generation(repetitions)
+
+
+def combine_generation(repetitions: List[Dict[str, Any]]) -> List[Dict[str, float]]:
+    """Per context length, the median of each figure over the repetitions."""
+    runs = [r["generation"] for r in repetitions if r.get("generation")]
+    if not runs:
+        return []
+    combined = []
+    for entries in zip(*runs):  # noqa: B905 - no zip(strict=) on Python 3.8
+        combined.append({key: float(np.median([e[key] for e in entries])) for key in entries[0]})
+    return combined
