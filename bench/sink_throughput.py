@@ -4,7 +4,7 @@ plain POST of the same line protocol (the server's own speed), measured in the s
     python bench/sink_throughput.py [--points 20000] [--repeats 3] [--batch-size 5000]
 
 Starts its own influxd (Debian's `influxdb` package) on a free loopback port in a temp folder.
-Two record shapes: "result" is a full case result as the runner stores it (12 tags, 39
+Two record shapes: "result" is a full case result as the runner stores it (12 tags, 38
 fields); "small" has the same tags and 3 fields, to show the cost per point apart from fields.
 """
 
