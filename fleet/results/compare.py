@@ -25,11 +25,26 @@ class Table:
     rows: list[list[str]]
 
     def render(self) -> str:
-        """Aligned plain text; numbers line up because every cell is right-aligned."""
+        """Aligned plain text: numbers to the right, words to the left."""
         cells = [self.columns, *self.rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+        numeric = [all(_is_number(row[i]) for row in self.rows) for i in range(len(widths))]
+        lines = [
+            "  ".join(
+                (c.rjust(w) if right else c.ljust(w))
+                for c, w, right in zip(row, widths, numeric, strict=True)
+            ).rstrip()
+            for row in cells
+        ]
         return "\n".join([self.title, *lines]) if self.rows else f"{self.title}\n(nothing yet)"
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return cell in ("", "-")
+    return True
 
 
 def when(time_ns: int) -> str:
