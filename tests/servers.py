@@ -285,10 +285,10 @@ def fill_store(store: Store, runs: int = 2) -> list[Record]:
                     )
                 add("result", {**tags, "runtime": runtime}, fields, at + (v + 1) * 10**6)
             llm = {**base, **case, "model": "tiny_gpt", "format": "onnx", "precision": "fp32"}
-            speed = {"ttft_ms": 12.5 * (d + 1), "decode_tokens_per_s": 80 / (d + 1)}
-            add(
-                "generation", {**llm, "runtime": "onnxruntime"}, {"run_id": run_id, **speed}, at + 9
-            )
+            for context in (32, 96):  # as the runner writes them: the length is a tag
+                speed = {"ttft_ms": context / 8 * (d + 1), "decode_tokens_per_s": 80 / (d + 1)}
+                tags = {**llm, "runtime": "onnxruntime", "context_tokens": context}
+                add("generation", tags, {"run_id": run_id, "status": "ok", **speed}, at + 9)
         summary = {"run_id": run_id, "exit_code": 1, "results": 12, "failed": 1}
         add("run", {"suite": "smoke"}, {**summary, "duration_s": 40.0}, start + 10**8)
         store.finish_run(run_id, 1)

@@ -39,7 +39,8 @@ def test_v2_writes_every_result_and_they_read_back(
     assert read == stored
     assert all(s["metric"]["suite"] == "smoke" and "run_id" not in s["metric"] for s in series)
     ttft = victoria_metrics_server.export('{__name__="generation_ttft_ms"}')
-    assert sum(len(s["values"]) for s in ttft) == 6
+    assert sum(len(s["values"]) for s in ttft) == 12
+    assert {s["metric"]["context_tokens"] for s in ttft} == {"32", "96"}
 
 
 def test_v2_server_down_keeps_results_spooled(

@@ -75,7 +75,7 @@ def test_push_sends_then_has_nothing_left(
 
     first = invoke(results_store, "push", env=env)
     assert first.exit_code == 0, first.output
-    assert first.output == "InfluxDB: 38 sent, 0 rejected, 0 spooled\n"
+    assert first.output == "InfluxDB: 44 sent, 0 rejected, 0 spooled\n"
     again = invoke(results_store, "push", env=env)
     assert again.output == "InfluxDB: 0 sent, 0 rejected, 0 spooled\n"
 
@@ -87,7 +87,7 @@ def test_push_to_a_server_that_is_down_exits_2_and_says_why(
     config.write_text(f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\nretry_total_s = 0.2\n')
     result = invoke(results_store, "push", "--config", str(config))
     assert result.exit_code == 2
-    assert result.stdout == "InfluxDB: 0 sent, 0 rejected, 38 spooled\n"
+    assert result.stdout == "InfluxDB: 0 sent, 0 rejected, 44 spooled\n"
     assert "unreachable" in result.stderr
     assert "fleet results push" in result.stderr
 
