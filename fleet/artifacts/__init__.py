@@ -2,8 +2,8 @@
 
 from fleet.artifacts.artifact import Artifact
 from fleet.artifacts.cache import ArtifactCache
-from fleet.artifacts.card import model_card
-from fleet.artifacts.convert import convert
+from fleet.artifacts.card import model_card, read_card
+from fleet.artifacts.convert import convert, convert_all
 from fleet.artifacts.fidelity import FidelityBudgetError, check_fidelity_budget, fidelity
 from fleet.artifacts.variant import KNOWN, Variant, parse_list
 
@@ -15,7 +15,9 @@ __all__ = [
     "Variant",
     "check_fidelity_budget",
     "convert",
+    "convert_all",
     "fidelity",
     "model_card",
     "parse_list",
+    "read_card",
 ]

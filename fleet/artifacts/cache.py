@@ -121,7 +121,7 @@ class ArtifactCache:
         return data
 
     def write_sidecar(self, path: Path, sidecar: Mapping[str, Any]) -> None:
-        data = json.dumps(sidecar, indent=2, sort_keys=True).encode()
+        data = json.dumps(sidecar, indent=2).encode()
         write_atomic(path.with_suffix(".json"), data)
 
     def lock(self, key: str) -> contextlib.AbstractContextManager[None]:

@@ -7,6 +7,7 @@ results. `params` counts the elements of weight tensors: constant float or 8-bit
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,6 +66,18 @@ def model_card(path: Path, declared: Mapping[str, str] | None = None) -> dict[st
     card["file_size_bytes"] = size
     card["model_size_mb"] = size / MB
     return declare(card, declared or {}, path)
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The stored card of a cached artifact (with fidelity and declared fields), else a new one."""
+    sidecar = path.with_suffix(".json")
+    try:
+        stored = json.loads(sidecar.read_text())
+        if stored.get("sha256") == path.stem and isinstance(stored.get("card"), dict):
+            return dict(stored["card"])
+    except (OSError, ValueError, AttributeError):
+        pass  # not an artifact from the cache: describe the file itself
+    return model_card(path)
 
 
 def declare(card: dict[str, Any], declared: Mapping[str, str], path: Path) -> dict[str, Any]:

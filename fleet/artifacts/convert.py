@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +61,13 @@ def convert(
         reference = convert(source, FP32, cache=cache)
         origin, source_sha = reference.path, reference.sha256
     inputs = (reference.card if reference else model_card(source))["inputs"]
+    if variant == Variant("tflite", "int8", "static"):
+        for spec in inputs:
+            if spec["dtype"] not in ("float32", "float16"):
+                raise ConfigError(
+                    f"{source}: {variant} calibrates float inputs, but input {spec['name']!r}"
+                    f" is {spec['dtype']}; use tflite:int8-dynamic"
+                )
     samples = load_samples(calibration, inputs) if calibration else None
     calibration_sha = sha256_file(calibration) if calibration else None
     key = request_key(_request(source_sha, variant, calibration_sha))
@@ -106,6 +113,23 @@ class _Job:
         return f"{self.source} -> {self.variant}"
 
 
+def convert_all(
+    source: Path,
+    variants: Sequence[Variant],
+    *,
+    calibration: Path | None = None,
+    cache: ArtifactCache | None = None,
+    declared: Mapping[str, str] | None = None,
+    dataset: Path | None = None,
+) -> list[Artifact]:
+    """convert() for each variant in turn; the first failure stops it (nothing is skipped)."""
+    cache = cache if cache is not None else ArtifactCache()
+    return [
+        convert(source, v, calibration=calibration, cache=cache, declared=declared, dataset=dataset)
+        for v in variants
+    ]
+
+
 def _request(source_sha: str, variant: Variant, calibration_sha: str | None) -> dict[str, Any]:
     """Everything that decides the bytes of a converted file: the artifact cache's key."""
     if variant == FP32:
@@ -145,6 +169,7 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
                 Path(scratch),
                 job.describe(),
                 cache.root / "logs" / f"{key}.log",
+                job.variant.spec(),
             )
             produced = {Variant.parse(spec): path for spec, path in files.items()}
         seconds = time.monotonic() - start

@@ -120,6 +120,7 @@ def last_lines(text: str, count: int = 3) -> str:
     """A converter's own last words, ANSI colours stripped, joined onto one line."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     lines = [line.strip() for line in plain.splitlines() if line.strip()]
-    # TensorFlow's own info/warning lines (glog: "W0000 00:00:...") bury the real message.
-    lines = [line for line in lines if not re.match(r"[IW]\d{4} ", line)] or lines
+    # TensorFlow's own glog lines ("W0000 00:00:...": plugin and placer noise) bury the
+    # converter's message, which comes as a Python error or onnx2tf's own ERROR line.
+    lines = [line for line in lines if not re.match(r"[IWE]\d{4} ", line)] or lines
     return " | ".join(lines[-count:]) if lines else "no output"

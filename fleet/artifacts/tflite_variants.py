@@ -3,17 +3,17 @@
 One onnx2tf run writes several files; fleet keeps these (checked on onnx2tf 1.29.24):
     *_float32.tflite             tflite:fp32
     *_float16.tflite             tflite:fp16          float16 weights, float32 compute and IO
-    *_dynamic_range_quant.tflite tflite:int8-dynamic  int8 weights, float activations
-    *_integer_quant.tflite       tflite:int8-static   int8 weights and activations (every op
-                                 runs in int8), QUANTIZE/DEQUANTIZE at the edges, float32 IO
+    *_dynamic_range_quant.tflite tflite:int8-dynamic  int8 weights, float activations (-odrqt)
+    *_integer_quant.tflite       tflite:int8-static   int8 weights and activations, every op in
+                                 int8, QUANTIZE/DEQUANTIZE at the edges, float32 IO (-oiqt)
 onnx2tf's *_full_integer_quant.tflite (int8 IO) is not used: with float IO every variant
 takes the same data as the FP32 model, which is what a comparison across variants needs.
 The same holds for layout: `-kat` keeps each input in ONNX's layout (NCHW for images) with a
 transpose inside the model, instead of onnx2tf's default of NHWC inputs.
 
-Full-integer calibration always passes the caller's samples with `-cind NAME FILE MEAN STD`
-(mean 0, std 1: the samples are used as given); without `-cind` onnx2tf would download
-images from the internet.
+Full-integer calibration needs float inputs (convert() refuses others) and always passes the
+caller's samples with `-cind NAME FILE MEAN STD` (mean 0, std 1: the samples are used as
+given); without `-cind` onnx2tf would download calibration images from the internet.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from fleet.artifacts.converter_env import CONVERTER_VERSION, converter_python, last_lines
 from fleet.artifacts.data import Samples
-from fleet.errors import ConfigError, ConversionError
+from fleet.errors import ConversionError
 
 # Output file suffix -> variant spec it becomes.
 OUTPUTS = {
@@ -45,7 +45,7 @@ def version() -> str:
 
 
 # The flags that shape the output; each run adds the input names and calibration files.
-KEEP_LAYOUT = ["-kat"]
+KEEP_LAYOUT = ["-odrqt", "-kat"]  # -kat takes the input names
 FULL_INTEGER = ["-oiqt", "-qt", "per-channel"]
 MEAN_STD = ["[0.0]", "[1.0]"]
 
@@ -65,25 +65,26 @@ def convert(
     workdir: Path,
     describe: str,
     log_path: Path,
+    wanted: str,
 ) -> dict[str, Path]:
     """Run onnx2tf once; variant spec -> file it wrote. `describe` names it in errors."""
+    python = converter_python()
+    env = {
+        **os.environ,
+        # onnx2tf runs the `onnxsim` command of its venv; off PATH it silently skips simplifying.
+        "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "TF_CPP_MIN_LOG_LEVEL": "1",
+    }
     names = [str(i["name"]) for i in inputs]
-    argv = [str(converter_python()), "-m", "onnx2tf", "-i", str(source.resolve())]
-    argv += ["-o", str(workdir)]
+    argv = [str(python), "-m", "onnx2tf", "-i", str(source.resolve()), "-o", str(workdir)]
     argv += [*KEEP_LAYOUT, *names]
     if calibration is not None:
-        for spec in inputs:
-            if np.dtype(spec["dtype"]).kind != "f":
-                raise ConfigError(
-                    f"{describe}: full-integer int8 calibrates float inputs, but input"
-                    f" {spec['name']!r} is {spec['dtype']}; use tflite:int8-dynamic"
-                )
         argv += FULL_INTEGER
         for index, name in enumerate(names):
             npy = workdir / f"calibration_{index}.npy"
             np.save(npy, np.ascontiguousarray(calibration.feeds[name], dtype=np.float32))
             argv += ["-cind", name, str(npy), *MEAN_STD]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as out:
         out.write(f"$ {' '.join(argv)}\n")
@@ -108,7 +109,6 @@ def convert(
         for suffix, spec in OUTPUTS.items()
         if (workdir / f"{source.stem}{suffix}").is_file()
     }
-    wanted = "tflite:int8-static" if calibration is not None else "tflite:fp32"
     if result.returncode != 0 or wanted not in produced:
         raise ConversionError(
             f"{describe}: onnx2tf failed (exit {result.returncode}): "

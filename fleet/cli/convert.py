@@ -1,0 +1,96 @@
+"""`fleet convert` and `fleet model card`: the variant matrix of one model, and what a file is."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fleet.artifacts import KNOWN, convert_all, parse_list, read_card
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.argument("source", type=_FILE)
+@click.option(
+    "--to",
+    "variants",
+    default="onnx:fp16,onnx:int8,tflite:fp32,tflite:fp16,tflite:int8",
+    show_default=True,
+    help=f"Comma-separated variants; known: {', '.join(KNOWN)}.",
+)
+@click.option(
+    "--calibration",
+    type=_FILE,
+    help="Samples (.npz, key 'inputs') for static int8; without it int8 is dynamic.",
+)
+@click.option(
+    "--dataset",
+    type=_FILE,
+    help="Test set (.npz: 'inputs', optional 'labels') to measure each variant against FP32.",
+)
+def convert(source: Path, variants: str, calibration: Path | None, dataset: Path | None) -> None:
+    """Convert SOURCE (.onnx) to each variant; converted files are cached by content."""
+    artifacts = convert_all(source, parse_list(variants), calibration=calibration, dataset=dataset)
+    rows = [("variant", "size_mb", "params", "sha256", "agreement", "drop_pp", "path")]
+    for artifact in artifacts:
+        fidelity: Mapping[str, Any] = artifact.card.get("fidelity", {})
+        rows.append(
+            (
+                str(artifact.variant),
+                f"{artifact.card['model_size_mb']:.3f}",
+                str(artifact.card["params"]),
+                artifact.sha256[:12],
+                _number(fidelity.get("agreement_top1"), "{:.2%}"),
+                _number(fidelity.get("accuracy_drop_pp"), "{:+.2f}"),
+                str(artifact.path),
+            )
+        )
+    _table(rows)
+
+
+@click.group()
+def model() -> None:
+    """Look at model files."""
+
+
+@model.command()
+@click.argument("file", type=_FILE)
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+def card(file: Path, as_json: bool) -> None:
+    """Print the model card of FILE (.onnx or .tflite; a cached artifact shows its stored card)."""
+    data = read_card(file)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    for key, value in data.items():
+        if key in ("inputs", "outputs"):
+            value = ", ".join(f"{t['name']} {t['dtype']} {t['shape']}" for t in value)
+        elif key == "ops":
+            value = ", ".join(f"{op} {n}" for op, n in value.items())
+        elif key in ("weight_types", "fidelity"):
+            value = ", ".join(f"{k} {_number(v, '{:.4g}')}" for k, v in value.items())
+        elif key == "model_size_mb":
+            value = f"{value:.3f}"
+        click.echo(f"{key:<16} {value}")
+
+
+def _number(value: Any, fmt: str) -> str:
+    return (
+        fmt.format(value)
+        if isinstance(value, int | float)
+        else "-"
+        if value is None
+        else str(value)
+    )
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
