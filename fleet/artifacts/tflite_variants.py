@@ -19,6 +19,7 @@ given); without `-cind` onnx2tf would download calibration images from the inter
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -77,7 +78,11 @@ def convert(
         "TF_CPP_MIN_LOG_LEVEL": "1",
     }
     names = [str(i["name"]) for i in inputs]
-    argv = [str(python), "-m", "onnx2tf", "-i", str(source.resolve()), "-o", str(workdir)]
+    # onnx2tf simplifies its input file in place: give it a copy, never the source or a
+    # cached artifact (whose name is its sha256).
+    staged = workdir / source.name
+    shutil.copyfile(source, staged)
+    argv = [str(python), "-m", "onnx2tf", "-i", str(staged), "-o", str(workdir)]
     argv += [*KEEP_LAYOUT, *names]
     if calibration is not None:
         argv += FULL_INTEGER
