@@ -9,7 +9,9 @@ One onnx2tf run writes several files; fleet keeps these (checked on onnx2tf 1.29
 onnx2tf's *_full_integer_quant.tflite (int8 IO) is not used: with float IO every variant
 takes the same data as the FP32 model, which is what a comparison across variants needs.
 The same holds for layout: `-kat` keeps each input in ONNX's layout (NCHW for images) with a
-transpose inside the model, instead of onnx2tf's default of NHWC inputs.
+transpose inside the model, instead of onnx2tf's default of NHWC inputs. `-rtpo Erf` builds
+Erf (GELU) from builtin ops: as a TensorFlow "Flex" op it would not load in LiteRT (seen
+with the zoo's tiny decoder).
 
 Full-integer calibration needs float inputs (convert() refuses others) and always passes the
 caller's samples with `-cind NAME FILE MEAN STD` (mean 0, std 1: the samples are used as
@@ -46,7 +48,7 @@ def version() -> str:
 
 
 # The flags that shape the output; each run adds the input names and calibration files.
-KEEP_LAYOUT = ["-odrqt", "-kat"]  # -kat takes the input names
+KEEP_LAYOUT = ["-odrqt", "-rtpo", "Erf", "-kat"]  # -kat takes the input names
 FULL_INTEGER = ["-oiqt", "-qt", "per-channel"]
 MEAN_STD = ["[0.0]", "[1.0]"]
 
