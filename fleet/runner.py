@@ -20,9 +20,11 @@ import fleet_agent
 from fleet.agent_build import AgentApp, build_agent
 from fleet.artifacts import Artifact, convert
 from fleet.artifacts.cache import sha256_file
+from fleet.config import InfluxConfig
 from fleet.errors import DeviceError, FleetError
 from fleet.inventory import Device
 from fleet.plan import Case, DevicePlan, Plan, make_plan
+from fleet.results.influx import PushReport, push_pending
 from fleet.results.record import Record, make_record
 from fleet.results.store import Store
 from fleet.suite import Suite, check_budgets
@@ -41,6 +43,7 @@ class RunOutcome:
     run_id: str
     records: list[Record] = field(default_factory=list)
     device_errors: dict[str, str] = field(default_factory=dict)
+    push: PushReport | None = None
 
     @property
     def results(self) -> list[Record]:
@@ -67,7 +70,11 @@ def run_suite(
     *,
     parallel: int = 4,
     report: Reporter = lambda device, message: None,
+    influx: InfluxConfig | None = None,
 ) -> RunOutcome:
+    """Run the suite; every record is in the store before this returns or raises. With an
+    InfluxDB configured, what the store holds unsent then goes there (spooled if it is down)."""
+    started = time.monotonic()
     plan = make_plan(suite, devices)
     outcome = RunOutcome(new_run_id())
     artifacts = prepare_artifacts(plan, report)
@@ -88,8 +95,30 @@ def run_suite(
                     outcome.device_errors[name] = str(exc)
                     report(name, f"ERROR {exc}")
     finally:
+        store.add(run_record(suite.name, devices, outcome, time.monotonic() - started))
         store.finish_run(outcome.run_id, outcome.exit_code)
+    if influx is not None:
+        outcome.push = push_pending(store, influx)
     return outcome
+
+
+def run_record(
+    suite: str, devices: Sequence[Device], outcome: RunOutcome, duration_s: float
+) -> Record:
+    """The run's summary, for the run list and the dashboards' annotations."""
+    failed = [r for r in outcome.results if r.status != "ok" or r.fields.get("passed") is False]
+    return make_record(
+        "run",
+        {"suite": suite},
+        {
+            "run_id": outcome.run_id,
+            "exit_code": outcome.exit_code,
+            "results": len(outcome.results),
+            "failed": len(failed),
+            "devices": ",".join(d.name for d in devices),
+            "duration_s": duration_s,
+        },
+    )
 
 
 def prepare_artifacts(plan: Plan, report: Reporter) -> dict[tuple[str, str], Artifact]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import influxdb_server, results_store, victoria_metrics_server  # noqa: F401
 
 from fleet import lab as lab_lib
 

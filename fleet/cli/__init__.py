@@ -45,11 +45,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    from fleet.cli.convert import convert, model
     from fleet.cli.lab import lab
+    from fleet.cli.results import results
     from fleet.cli.run import run
 
-    main.add_command(run)
-    main.add_command(lab)
+    for command in (run, lab, results, convert, model):
+        main.add_command(command)
 
 
 _register()

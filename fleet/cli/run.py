@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fleet import paths
+from fleet.config import load_config
 from fleet.inventory import load_inventory
 from fleet.plan import describe, make_plan
 from fleet.report import results_table
@@ -41,6 +42,13 @@ from fleet.suite import load_suite
     "--parallel", type=int, default=4, show_default=True, help="Devices run at the same time."
 )
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="fleet.toml with the InfluxDB settings (default: ./fleet.toml, FLEET_INFLUX_* vars).",
+)
 def run(
     suite_file: Path,
     inventory: Path | None,
@@ -48,6 +56,7 @@ def run(
     store_path: Path | None,
     parallel: int,
     plan_only: bool,
+    config_path: Path | None,
 ) -> None:
     """Run SUITE_FILE on the selected devices; exit 0 when every budget holds, 1 when one
     failed, 2 on a device, agent or configuration error."""
@@ -57,14 +66,20 @@ def run(
     if plan_only:
         click.echo("\n".join(describe(make_plan(suite, selected))))
         return
+    config = load_config(config_path)
     store = Store(store_path or paths.default_store())
 
     def progress(device: str, message: str) -> None:
         click.echo(f"[{device}] {message}", err=True)
 
-    outcome = run_suite(suite, selected, store, parallel=parallel, report=progress)
+    outcome = run_suite(
+        suite, selected, store, parallel=parallel, report=progress, influx=config.influx
+    )
     click.echo(results_table(outcome.records))
     for _device, error in sorted(outcome.device_errors.items()):
         click.secho(f"error: {error}", fg="red", err=True)
     click.echo(f"run {outcome.run_id}: {len(outcome.results)} result(s) in {store.path}")
+    if outcome.push is not None:  # a failed push leaves results spooled, not the run failed
+        for line in outcome.push.lines():
+            click.echo(line, err=True)
     sys.exit(outcome.exit_code)
