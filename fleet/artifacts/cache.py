@@ -67,7 +67,8 @@ def file_lock(path: Path) -> Iterator[None]:
 
 @dataclass
 class CacheStats:
-    """What this cache object did: conversions run, and requests answered from the cache."""
+    """Requests this cache object answered by running a converter, and from the cache
+    (onnx:fp32, the source itself, counts as neither)."""
 
     hits: int = 0
     conversions: int = 0

@@ -73,12 +73,13 @@ def convert(
     key = request_key(_request(source_sha, variant, calibration_sha))
     with cache.lock(key):
         path = cache.lookup(key)
+        counted = variant != FP32  # FP32 is the source itself: no converter runs for it
         if path is None:
-            cache.stats.conversions += 1
+            cache.stats.conversions += counted
             job = _Job(source, origin, source_sha, inputs, variant, samples, calibration_sha)
             path = _produce(job, cache, key)
         else:
-            cache.stats.hits += 1
+            cache.stats.hits += counted
             log.info("%s %s: cached %s", source.name, variant, path.name)
     # Card updates (declared fields, fidelity on a new data set) need no lock: the sidecar is
     # replaced atomically and either writer's card is right.
@@ -174,7 +175,8 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
             produced = {Variant.parse(spec): path for spec, path in files.items()}
         seconds = time.monotonic() - start
         for made, file in produced.items():
-            _check_loads(file, job.describe())
+            if made != FP32:  # the source itself is the user's; fidelity runs it if asked
+                _check_loads(file, job.describe())
             calibration_sha = job.calibration_sha if made.mode == "static" else None
             request = _request(job.source_sha, made, calibration_sha)
             card = {

@@ -117,10 +117,17 @@ def _build(venv: Path) -> None:
 
 
 def last_lines(text: str, count: int = 3) -> str:
-    """A converter's own last words, ANSI colours stripped, joined onto one line."""
+    """A converter's own last words, on one line: ANSI colours, tracebacks' indented frames
+    and TensorFlow's glog lines ("W0000 00:00:...": plugin and placer noise) left out."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    lines = [line.strip() for line in plain.splitlines() if line.strip()]
-    # TensorFlow's own glog lines ("W0000 00:00:...": plugin and placer noise) bury the
-    # converter's message, which comes as a Python error or onnx2tf's own ERROR line.
-    lines = [line for line in lines if not re.match(r"[IWE]\d{4} ", line)] or lines
+    every = [line.strip() for line in plain.splitlines() if line.strip()]
+    lines = [
+        line.strip()
+        for line in plain.splitlines()
+        if line.strip()
+        and not line[0].isspace()
+        and not line.startswith("Traceback")
+        and not re.match(r"[IWE]\d{4} ", line)
+    ]
+    lines = lines or every
     return " | ".join(lines[-count:]) if lines else "no output"

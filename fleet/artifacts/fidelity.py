@@ -16,6 +16,7 @@ import numpy as np
 
 from fleet.artifacts.artifact import Artifact
 from fleet.artifacts.cache import sha256_file
+from fleet.artifacts.converter_env import last_lines
 from fleet.artifacts.data import Samples, batches, load_samples
 from fleet.errors import ConfigError, FleetError
 
@@ -101,7 +102,13 @@ def _predict(artifact: Artifact, samples: Samples) -> np.ndarray:
     missing = [i["name"] for i in inputs if i["name"] not in samples.feeds]
     if missing:
         raise ConfigError(f"{artifact.path}: inputs {missing} are not in the data set")
-    run = _onnx_runner(artifact) if artifact.variant.format == "onnx" else _tflite_runner(artifact)
+    try:
+        run = (_onnx_runner if artifact.variant.format == "onnx" else _tflite_runner)(artifact)
+    except Exception as exc:  # both runtimes raise several unrelated types
+        raise ConfigError(
+            f"{artifact.path}: {artifact.variant} does not load in its runtime to measure"
+            f" fidelity: {type(exc).__name__}: {last_lines(str(exc), 1)}"
+        ) from exc
     parts = [
         run({name: np.ascontiguousarray(array[part]) for name, array in samples.feeds.items()})
         for part in batches(samples.count, inputs[0]["shape"][0])

@@ -1,0 +1,163 @@
+"""Model cards: read from real .onnx and .tflite files, and printed by `fleet model card`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from fleet.artifacts import ArtifactCache, Variant, convert, model_card, read_card
+from fleet.cli.convert import model
+from fleet.errors import ConfigError
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo"
+
+
+def small_cnn(path: Path) -> Path:
+    """Conv(4x1x3x3 + bias) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4x10 + bias)."""
+    rng = np.random.default_rng(1)
+    weights = {
+        "conv_w": rng.normal(size=(4, 1, 3, 3)),
+        "conv_b": rng.normal(size=4),
+        "fc_w": rng.normal(size=(4, 10)),
+        "fc_b": rng.normal(size=10),
+        "shape": np.array([-1, 4]),  # int64 shape constant: not a weight
+    }
+    inits = [
+        numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k)
+        for k, v in weights.items()
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Reshape", ["g", "shape"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "small_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx_model.ir_version = 8
+    onnx.save(onnx_model, path)
+    return path
+
+
+def test_onnx_card_counts_weights_ops_and_io(tmp_path: Path) -> None:
+    path = small_cnn(tmp_path / "cnn.onnx")
+    card = model_card(path, {"family": "compact", "architecture": "cnn", "base_model": "none"})
+    assert card["format"] == "onnx"
+    assert card["opset"] == 13
+    assert card["params"] == 4 * 9 + 4 + 4 * 10 + 10  # the int64 shape is not a weight
+    assert card["weight_types"] == {"float32": 90}
+    assert card["precision"] == "fp32"
+    assert card["ops"] == {"Conv": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 1, "Reshape": 1}
+    assert card["inputs"] == [{"name": "image", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
+    assert card["outputs"] == [{"name": "scores", "shape": ["batch", 10], "dtype": "float32"}]
+    assert card["file_size_bytes"] == path.stat().st_size
+    assert card["model_size_mb"] == pytest.approx(path.stat().st_size / 1e6)
+    assert (card["family"], card["architecture"], card["base_model"]) == ("compact", "cnn", "none")
+    json.dumps(card)  # stored as a sidecar and attached to results: must be plain JSON
+
+
+def test_card_of_the_zoo_cnn_matches_its_declared_size() -> None:
+    card = model_card(ZOO / "digits_cnn.onnx")
+    assert card["inputs"][0]["shape"][1:] == [1, 8, 8]
+    assert card["ops"]["Conv"] >= 2
+    assert 1_000 < card["params"] < 100_000
+    assert card["model_size_mb"] < 100  # the embedded budget
+
+
+def test_quantized_onnx_card_names_int8(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "artifacts")
+    artifact = convert(small_cnn(tmp_path / "cnn.onnx"), Variant("onnx", "int8"), cache=cache)
+    card = artifact.card
+    assert card["precision"] == "int8"
+    assert card["weight_types"]["int8"] == 4 * 9 + 4 * 10  # biases and small tensors stay float
+    assert card["params"] == 90
+    assert card["variant"] == "onnx:int8-dynamic"
+    assert card["source"] == "cnn.onnx"
+
+
+def test_declared_field_cannot_replace_a_measured_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="would replace measured"):
+        model_card(small_cnn(tmp_path / "cnn.onnx"), {"params": "7B"})
+
+
+def test_unreadable_or_unknown_files_are_config_errors(tmp_path: Path) -> None:
+    corrupt = tmp_path / "broken.onnx"
+    corrupt.write_bytes(b"\x08\x07not a protobuf at all" * 10)
+    with pytest.raises(ConfigError, match=r"broken\.onnx: not a readable ONNX model"):
+        model_card(corrupt)
+    bad_tflite = tmp_path / "broken.tflite"
+    bad_tflite.write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match=r"broken\.tflite: not a readable TFLite model"):
+        model_card(bad_tflite)
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"model\.pt: unknown model format"):
+        model_card(other)
+    with pytest.raises(ConfigError, match="not found"):
+        model_card(tmp_path / "missing.onnx")
+
+
+@pytest.mark.slow
+def test_tflite_cards_from_real_conversions(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "artifacts")
+    source = small_cnn(tmp_path / "cnn.onnx")
+    calibration = tmp_path / "calib.npz"
+    np.savez(calibration, inputs=np.random.default_rng(0).random((20, 1, 8, 8), np.float32))
+    fp32 = convert(source, Variant("tflite", "fp32"), cache=cache).card
+    assert fp32["format"] == "tflite"
+    assert fp32["precision"] == "fp32"
+    assert fp32["params"] == 90
+    assert fp32["ops"]["CONV_2D"] == 1
+    assert fp32["ops"]["FULLY_CONNECTED"] == 1
+    # Inputs keep ONNX's name and NCHW layout; the batch is dynamic.
+    assert fp32["inputs"] == [{"name": "image", "shape": ["?", 1, 8, 8], "dtype": "float32"}]
+    assert "opset" not in fp32
+    fp16 = convert(source, Variant("tflite", "fp16"), cache=cache).card
+    assert fp16["precision"] == "fp16"
+    assert fp16["weight_types"] == {"float16": 90}
+    int8 = convert(source, Variant("tflite", "int8"), calibration=calibration, cache=cache).card
+    assert int8["precision"] == "int8"
+    assert int8["weight_types"]["int8"] == 4 * 9 + 4 * 10
+    assert int8["weight_types"]["int32"] == 4 + 10  # quantized biases
+    assert int8["ops"]["QUANTIZE"] == 1  # float IO: quantized at the edges
+
+
+def test_model_card_cli_prints_table_and_json(tmp_path: Path) -> None:
+    path = small_cnn(tmp_path / "cnn.onnx")
+    result = CliRunner().invoke(model, ["card", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert lines["params"].split()[1] == "90"
+    assert "image float32 ['batch', 1, 8, 8]" in lines["inputs"]
+    assert "Conv 1" in lines["ops"]
+    as_json = CliRunner().invoke(model, ["card", str(path), "--json"])
+    assert as_json.exit_code == 0
+    assert json.loads(as_json.output) == model_card(path)
+
+
+def test_card_of_a_cached_artifact_is_its_stored_card(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "artifacts")
+    dataset = tmp_path / "test.npz"
+    rng = np.random.default_rng(2)
+    np.savez(dataset, inputs=rng.random((30, 1, 8, 8), np.float32), labels=rng.integers(0, 10, 30))
+    source = small_cnn(tmp_path / "cnn.onnx")
+    artifact = convert(source, Variant("onnx", "fp16"), cache=cache, dataset=dataset)
+    stored = read_card(artifact.path)
+    assert stored == artifact.card
+    assert stored["fidelity"]["agreement_top1"] > 0.9
+    shown = CliRunner().invoke(model, ["card", str(artifact.path)])
+    assert "fidelity" in shown.output
+    assert "agreement_top1" in shown.output
