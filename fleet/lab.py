@@ -46,9 +46,16 @@ class LabDevice:
 
 
 def up(
-    folder: Path, count: int, pythons: list[str] | None = None, first: int = 1
+    folder: Path,
+    count: int,
+    pythons: list[str] | None = None,
+    first: int = 1,
+    memory_mb: int | None = None,
 ) -> list[LabDevice]:
-    """Start `count` devices; write inventory.yaml, known_hosts and the lab state."""
+    """Start `count` devices; write inventory.yaml, known_hosts and the lab state.
+
+    `memory_mb` gives every device that memory cap instead of 8, 4 and 2 GB in turn (a small
+    board, or a device made to run out of memory)."""
     if count < 1:
         raise ConfigError("a lab needs at least one device (--devices N)")
     if not Path(SSHD).exists():
@@ -72,7 +79,7 @@ def up(
                     f"lab{first + i}",
                     first + i,
                     cores[i % len(cores)],
-                    MEMORY_CAPS_MB[i % len(MEMORY_CAPS_MB)],
+                    memory_mb or MEMORY_CAPS_MB[i % len(MEMORY_CAPS_MB)],
                     (pythons or [sys.executable])[i % len(pythons or [sys.executable])],
                 )
             )

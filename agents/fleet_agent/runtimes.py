@@ -370,5 +370,5 @@ def feed_for(inputs: Sequence[InputSpec], batch: int, seed: int) -> Feed:
         if np.issubdtype(dtype, np.integer):
             feed[name] = rng.integers(0, 16, size=dims).astype(dtype)
         else:
-            feed[name] = rng.random(dims, dtype=np.float32).astype(dtype)
+            feed[name] = rng.random(dims, dtype=np.float32).astype(dtype, copy=False)
     return feed

@@ -110,38 +110,72 @@ def run_worker(case: Dict[str, Any], out: IO[str]) -> Optional[Dict[str, Any]]:
         stdout, stderr = proc.communicate(json.dumps(case), timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
-        _case_error(out, case, "timeout", "no result after {:g} s (timeout_s)".format(timeout))
+        stdout, stderr = proc.communicate()
+        stage = _events(stdout)[1]
+        message = "no result after {:g} s (timeout_s), while in {}".format(timeout, stage)
+        _case_error(out, case, "timeout", message)
         return None
     sys.stderr.write(stderr)  # the runtime's own messages, for the controller's log
-    for line in stdout.splitlines():
-        if not line.startswith("{"):
-            continue
-        event: Dict[str, Any] = json.loads(line)
+    events, stage = _events(stdout)
+    for event in events:
         if event.get("event") == "repetition":
             return event
         if event.get("event") == "case_error":
-            out.write(line + "\n")
-            out.flush()
+            emit(out, **event)
             return None
-    kind, message = _death(proc.returncode, stderr, kills_before)
+    kind, message = _death(proc.returncode, stage, stderr, kills_before)
     _case_error(out, case, kind, message)
     return None
 
 
-def _death(code: int, stderr: str, kills_before: Optional[int]) -> Tuple[str, str]:
+def _events(stdout: str) -> Tuple[List[Dict[str, Any]], str]:
+    """A worker's events, and the last stage it began ("start" before any)."""
+    events: List[Dict[str, Any]] = []
+    stage = "start"
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "stage":
+                stage = str(event["stage"])
+            else:
+                events.append(event)
+    return events, stage
+
+
+def _death(code: int, stage: str, stderr: str, kills_before: Optional[int]) -> Tuple[str, str]:
     """The kind and message for a worker that ended without an event."""
     if code == -signal.SIGKILL:
         kills_after = memory.oom_kills()
         limit = sysinfo.memory_limit_mb()
-        where = " (memory limit {:.0f} MB)".format(limit) if limit is not None else ""
+        where = ", memory limit {:.0f} MB".format(limit) if limit is not None else ""
         if kills_before is None or kills_after is None:
-            return "out_of_memory", "worker killed (SIGKILL), most likely for memory" + where
+            return (
+                "out_of_memory",
+                "worker killed (SIGKILL) in {}, most likely for memory{}".format(stage, where),
+            )
         if kills_after > kills_before:
-            return "out_of_memory", "worker killed by the kernel's OOM killer" + where
-        return "error", "worker killed (SIGKILL) by something other than the OOM killer"
+            return "out_of_memory", "worker killed by the kernel's OOM killer in {}{}".format(
+                stage, where
+            )
+        return (
+            "error",
+            "worker killed (SIGKILL) in {} by something other than the OOM killer".format(stage),
+        )
+    if code < 0 and stage == "load":
+        # Older TFLite builds crash on a malformed file instead of raising.
+        return "invalid_model", "the runtime crashed loading the model ({})".format(
+            _signal_name(-code)
+        )
     tail = " | ".join(stderr.strip().splitlines()[-3:])
-    return "error", "worker exited with {}: {}".format(code, tail or "(no output)")
+    how = _signal_name(-code) if code < 0 else "exit status {}".format(code)
+    return "error", "worker died in {} ({}): {}".format(stage, how, tail or "no output")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal {}".format(number)
 
 
 def _case_error(out: IO[str], case: Dict[str, Any], kind: str, message: str) -> None:

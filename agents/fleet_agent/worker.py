@@ -20,7 +20,7 @@ import json
 import platform
 import time
 import traceback
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def work(inp: IO[str], out: IO[str]) -> int:
     case = json.loads(inp.read())
     kind = "error"
     try:
-        body = repetition(case)
+        body = repetition(case, lambda stage: emit(out, "stage", stage=stage))
     except runtimes.RuntimeMissing as exc:
         kind, message = "skipped", str(exc)
     except runtimes.InvalidModel as exc:
@@ -52,12 +52,15 @@ def work(inp: IO[str], out: IO[str]) -> int:
     return 0
 
 
-def repetition(case: Dict[str, Any]) -> Dict[str, Any]:
+def repetition(case: Dict[str, Any], stage: Callable[[str], None]) -> Dict[str, Any]:
+    """The repetition's event body; ``stage`` is told each step as it begins, so that the
+    agent can say what a worker was doing when it died or ran out of time."""
     settings = case["settings"]
     batch = int(case.get("batch", 1))
     threads = int(case.get("threads", 1))
     seed = int(settings.get("seed", 0))
     provider = str(case.get("provider", "cpu"))
+    stage("import")
     package, version = runtimes.import_runtime(case["runtime"])
     spec = runtimes.spec_from_card(case.get("inputs"))
     arrays: Optional[List[np.ndarray]] = None
@@ -68,12 +71,14 @@ def repetition(case: Dict[str, Any]) -> Dict[str, Any]:
     baseline = memory.snapshot()
     memory.reset_peak()
 
+    stage("load")
     start = time.perf_counter_ns()
     session = runtimes.open_session(case["runtime"], case["artifact"], provider, threads, settings)
     load_ms = (time.perf_counter_ns() - start) / 1e6
     after_load = memory.snapshot()
     gpu_after_load = memory.gpu_memory_mb() if on_gpu else None
 
+    stage("measure")
     feed = session.adopt(arrays, batch, seed)
     start = time.perf_counter_ns()
     session.run(feed)
@@ -119,7 +124,9 @@ def repetition(case: Dict[str, Any]) -> Dict[str, Any]:
         "samples_ms": timed.samples_ms,
     }
     if case.get("dataset") and int(case.get("repetition", 0)) == 0:
+        stage("accuracy")
         fields.update(accuracy.evaluate(session, case))
     if case.get("task") == "generate":
+        stage("generate")
         body["generation"] = generate.measure(session, settings)
     return body

@@ -1,0 +1,210 @@
+"""The agent on lab devices (real sshd, real runtimes), driven by `fleet run`: every result field
+for ONNX Runtime and LiteRT cases, a decoder's generation records, the older-board stack
+(tflite_runtime, numpy<2, no ONNX Runtime), and a busy neighbour that makes a run invalid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fleet import lab as lab_lib
+from fleet.cli import main
+from fleet.results.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "zoo"
+
+pytestmark = pytest.mark.slow
+
+QUICK = {"warmup_iterations": 10, "min_iterations": 150, "max_seconds": 5, "repetitions": 2}
+
+
+@pytest.fixture(scope="session")
+def old_board_python() -> str:
+    """The older-board stack (tflite-runtime, numpy<2, no onnxruntime), built once."""
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "old-board-venv")], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def write_suite(folder: Path, models: list[dict[str, object]], **measure: object) -> Path:
+    path = folder / "suite.yaml"
+    suite = {"name": "agent-lab", "measure": {**QUICK, **measure}, "models": models}
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def run(suite: Path, lab: Path, store: Path, devices: str = "lab") -> tuple[int, str]:
+    args = ["run", str(suite), "--inventory", str(lab / "inventory.yaml"), "--devices", devices]
+    result = CliRunner().invoke(main, [*args, "--store", str(store)])
+    return result.exit_code, result.output
+
+
+CNN = {
+    "name": "digits_cnn",
+    "path": str(ZOO / "digits_cnn.onnx"),
+    "dataset": str(ZOO / "digits_cnn_test.npz"),
+    "calibration": str(ZOO / "digits_cnn_calib.npz"),
+    "variants": ["onnx:fp32", "onnx:fp16", "onnx:int8", "tflite:fp32", "tflite:int8"],
+}
+GPT = {
+    "name": "tiny_gpt",
+    "path": str(ZOO / "tiny_gpt.onnx"),
+    "dataset": str(ZOO / "tiny_gpt_prompts.npz"),
+    "architecture": "decoder",
+    "variants": ["onnx:fp32"],
+}
+
+# Every field of a case that ran, with a data set and an FP32 reference, on a device without
+# a thermal sensor or GPU (temp_* and gpu_memory_* come on top where there is one).
+FIELDS = {
+    *(f"latency_ms_{s}" for s in ("min", "mean", "p50", "p90", "p95", "p99", "max", "std")),
+    "latency_cv",
+    "latency_cv_trimmed",
+    "latency_p50_ci95_low_ms",
+    "latency_p50_ci95_high_ms",
+    "latency_drift",
+    "throughput_ips",
+    "iterations",
+    "duration_s",
+    "repetitions",
+    "repetition_p50s_ms",
+    "repetition_p50_cv",
+    "load_ms",
+    "first_inference_ms",
+    "warmup_runs",
+    "warmup_s",
+    "warmup_stable",
+    "cpu_wait_frac",
+    "rss_baseline_mb",
+    "rss_after_load_mb",
+    "peak_rss_mb",
+    "peak_delta_mb",
+    "model_size_mb",
+    "params",
+    "accuracy_samples",
+    "accuracy_top1",
+    "accuracy_top5",
+    "throttled",
+    "valid",
+    "invalid_reasons",
+    "passed",
+    "status",
+    "run_id",
+    "model_sha256",
+    "agent_version",
+    "runtime_package",
+    "runtime_version",
+    "numpy_version",
+    "python_version",
+}
+AGAINST_REFERENCE = {
+    "accuracy_drop_pp",
+    "agreement_top1",
+    "cosine_min",
+    "cosine_mean",
+    "max_abs_error",
+}
+
+
+def test_every_field_for_onnx_runtime_and_litert_and_the_older_board(tmp_path, old_board_python):
+    folder = tmp_path / "lab"
+    lab_lib.up(folder, 2, pythons=[sys.executable, old_board_python])
+    try:
+        suite = write_suite(tmp_path, [CNN, GPT], context_tokens=[32, 128], decode_tokens=8)
+        code, output = run(suite, folder, tmp_path / "r.sqlite")
+    finally:
+        lab_lib.down(folder)
+    assert code == 0, output
+    store = Store(tmp_path / "r.sqlite")
+    results = {
+        (r.tags["device"], r.tags["model"], r.tags["format"], r.tags["precision"]): r
+        for r in store.records(measurement="result")
+    }
+
+    # lab1: the main stack. Every variant ran, each with every field.
+    for (device, model, fmt, precision), record in results.items():
+        if device != "lab1":
+            continue
+        fields = record.fields
+        missing = FIELDS - set(fields)
+        if (model, fmt, precision) != ("digits_cnn", "onnx", "fp32") and model != "tiny_gpt":
+            missing |= AGAINST_REFERENCE - set(fields)
+        assert not missing, (model, fmt, precision, missing)
+        assert fields["status"] == "ok" and fields["iterations"] >= 662
+        assert record.tags["runtime"] == ("litert" if fmt == "tflite" else "onnxruntime")
+        assert record.tags["provider"] == ("xnnpack" if fmt == "tflite" else "cpu")
+        if model == "digits_cnn":
+            assert fields["accuracy_top1"] > 0.95 and abs(fields.get("accuracy_drop_pp", 0)) < 3
+    litert = results[("lab1", "digits_cnn", "tflite", "int8")].fields
+    assert litert["runtime_package"] == "ai_edge_litert"
+    assert litert["agreement_top1"] > 0.95
+
+    # The decoder: one generation record per context length, tagged with it.
+    generation = [r for r in store.records(measurement="generation") if r.tags["device"] == "lab1"]
+    assert sorted(r.tags["context_tokens"] for r in generation) == ["128", "32"]
+    for record in generation:
+        assert record.tags["model"] == "tiny_gpt" and record.tags["runtime"] == "onnxruntime"
+        f = record.fields
+        assert {"ttft_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "context_tokens"} <= set(
+            f
+        )
+        assert f["context_tokens"] == float(record.tags["context_tokens"])
+        assert f["ttft_ms"] > 0 and f["decode_tokens_per_s"] > 0
+
+    # lab2: the older board. TFLite through tflite_runtime; ONNX cases skipped with the reason.
+    old = {k[1:]: r for k, r in results.items() if k[0] == "lab2"}
+    for key in [("digits_cnn", "tflite", "fp32"), ("digits_cnn", "tflite", "int8")]:
+        fields = old[key].fields
+        assert fields["status"] == "ok" and fields["runtime_package"] == "tflite_runtime"
+        assert fields["runtime_version"] == "2.14.0" and fields["numpy_version"].startswith("1.")
+        assert not (FIELDS - set(fields))
+        assert fields["accuracy_top1"] > 0.95
+        assert "agreement_top1" not in fields  # the FP32 ONNX reference could not run there
+    for key in [("digits_cnn", "onnx", "fp32"), ("tiny_gpt", "onnx", "fp32")]:
+        assert old[key].fields["status"] == "skipped"
+        assert old[key].fields["message"].startswith("onnxruntime is not installed")
+
+    facts = {r.tags["device"]: r.fields for r in store.records(measurement="device")}
+    assert facts["lab1"]["memory_limit_mb"] == 8192.0 or "memory_limit_mb" not in facts["lab1"]
+    assert facts["lab2"]["python"] == facts["lab1"]["python"]  # both venvs of this Python
+
+
+def busy_neighbour(core: str) -> subprocess.Popen[bytes]:
+    """A CPU hog pinned on the lab device's core, outside its cgroup."""
+    return subprocess.Popen(["taskset", "-c", core, sys.executable, "-c", "while True: pass"])
+
+
+def test_a_busy_neighbour_on_the_same_core_makes_the_run_invalid(tmp_path):
+    folder = tmp_path / "lab"
+    (device,) = lab_lib.up(folder, 1)
+    mlp = {"name": "digits_mlp", "path": str(ZOO / "digits_mlp.onnx"), "variants": ["onnx:fp32"]}
+    suite = write_suite(tmp_path, [mlp], min_seconds=0.5)
+    try:
+        quiet_code, output = run(suite, folder, tmp_path / "quiet.sqlite")
+        assert quiet_code == 0, output
+        hog = busy_neighbour(device.cpus)
+        try:
+            noisy_code, output = run(suite, folder, tmp_path / "noisy.sqlite")
+        finally:
+            hog.kill()
+            hog.wait()
+    finally:
+        lab_lib.down(folder)
+    assert noisy_code == 0, output  # not valid is a finding about the numbers, not a failure
+    (quiet,) = Store(tmp_path / "quiet.sqlite").records(measurement="result")
+    (noisy,) = Store(tmp_path / "noisy.sqlite").records(measurement="result")
+    assert noisy.fields["valid"] is False
+    assert (
+        "waited" in noisy.fields["invalid_reasons"]
+        and "for a CPU" in noisy.fields["invalid_reasons"]
+    )
+    # The hog takes about half the core; without it the worker had (nearly) all of it.
+    assert noisy.fields["cpu_wait_frac"] > 0.3
+    assert quiet.fields["cpu_wait_frac"] < noisy.fields["cpu_wait_frac"] - 0.2
