@@ -1,0 +1,41 @@
+"""Import numpy and every runtime the playbook installed; print each one's version.
+
+Run by provision.yml with the venv's python; the arguments are the pip requirements it
+installed. Exits 1 naming the package that does not import. Python 3.8+, standard library.
+"""
+
+import importlib
+import os
+import re
+import sys
+
+
+def module_name(requirement):
+    """The module a pip requirement (a name with a version spec, or a wheel path) provides."""
+    name = os.path.basename(requirement)
+    if name.endswith(".whl"):
+        name = name.split("-")[0]
+    name = re.split(r"[<>=!~;\[ @]", name)[0].lower().replace("-", "_")
+    # onnxruntime-gpu, onnxruntime-openvino, ... all install the module onnxruntime.
+    return "onnxruntime" if name.startswith("onnxruntime") else name
+
+
+def main(requirements):
+    failed = False
+    for requirement in requirements:
+        name = module_name(requirement)
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # an ImportError, or a wheel built for another numpy
+            print(f"{name}: does not import: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        line = f"{name} {getattr(module, '__version__', '(no version)')}"
+        if name == "onnxruntime":
+            line += " providers: " + ", ".join(module.get_available_providers())
+        print(line)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
