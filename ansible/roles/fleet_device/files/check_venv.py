@@ -1,7 +1,7 @@
 """Import numpy and every runtime the playbook installed; print each one's version.
 
 Run by provision.yml with the venv's python; the arguments are the pip requirements it
-installed. Exits 1 naming the package that does not import. Python 3.8+, standard library.
+installed. Exits 1 naming what does not import. Python 3.8+, standard library only.
 """
 
 import importlib
@@ -9,21 +9,33 @@ import os
 import re
 import sys
 
+# What the agent imports (agents/fleet_agent/runtimes.py), by pip distribution name.
+MODULES = {
+    "numpy": "numpy",
+    "ai_edge_litert": "ai_edge_litert",
+    "tflite_runtime": "tflite_runtime",
+    "tensorflow": "tensorflow",
+}
+
 
 def module_name(requirement):
-    """The module a pip requirement (a name with a version spec, or a wheel path) provides."""
+    """The module a requirement (a name with a version spec, or a wheel path) provides, if
+    the agent uses it; None for anything else."""
     name = os.path.basename(requirement)
     if name.endswith(".whl"):
         name = name.split("-")[0]
     name = re.split(r"[<>=!~;\[ @]", name)[0].lower().replace("-", "_")
     # onnxruntime-gpu, onnxruntime-openvino, ... all install the module onnxruntime.
-    return "onnxruntime" if name.startswith("onnxruntime") else name
+    return "onnxruntime" if name.startswith("onnxruntime") else MODULES.get(name)
 
 
 def main(requirements):
     failed = False
     for requirement in requirements:
         name = module_name(requirement)
+        if name is None:
+            print(f"{requirement}: installed (fleet's agent does not import it)")
+            continue
         try:
             module = importlib.import_module(name)
         except Exception as exc:  # an ImportError, or a wheel built for another numpy
