@@ -46,28 +46,30 @@ def convert(
         raise ConfigError(f"{source}: fleet converts ONNX models; give an .onnx file")
     if variant.precision == "int8" and variant.mode is None:
         variant = replace(variant, mode="static" if calibration is not None else "dynamic")
-    if variant.mode != "static":
-        calibration = None  # not used, so it must not split the cache key
-    elif calibration is None:
+    if variant.mode == "static" and calibration is None:
         raise ConfigError(
             f"{source}: {variant} calibrates on data; give a calibration .npz (--calibration,"
             " or 'calibration:' in the suite) or ask for the dynamic variant"
         )
     if variant == FP32:
         reference = None
+        inputs = model_card(source)["inputs"]  # also refuses a missing or corrupt file
         origin, source_sha = source, sha256_file(source)
     else:
         # Convert the cached FP32 copy, whose name is the hash of exactly these bytes.
         reference = convert(source, FP32, cache=cache)
+        inputs = reference.card["inputs"]
         origin, source_sha = reference.path, reference.sha256
-    inputs = (reference.card if reference else model_card(source))["inputs"]
-    if variant == Variant("tflite", "int8", "static"):
-        for spec in inputs:
-            if spec["dtype"] not in ("float32", "float16"):
-                raise ConfigError(
-                    f"{source}: {variant} calibrates float inputs, but input {spec['name']!r}"
-                    f" is {spec['dtype']}; use tflite:int8-dynamic"
-                )
+    float_inputs = all(spec["dtype"] in ("float32", "float16") for spec in inputs)
+    if variant == Variant("tflite", "int8", "static") and not float_inputs:
+        raise ConfigError(
+            f"{source}: {variant} calibrates float inputs, but the model takes"
+            f" {[(spec['name'], spec['dtype']) for spec in inputs]}; use tflite:int8-dynamic"
+        )
+    # One onnx2tf run writes every TFLite variant: with calibration data at hand it makes the
+    # full-integer file too, so asking for tflite:fp32 then tflite:int8 runs it once.
+    if variant.mode != "static" and not (variant.format == "tflite" and float_inputs):
+        calibration = None
     samples = load_samples(calibration, inputs) if calibration else None
     calibration_sha = sha256_file(calibration) if calibration else None
     key = request_key(_request(source_sha, variant, calibration_sha))
@@ -132,7 +134,11 @@ def convert_all(
 
 
 def _request(source_sha: str, variant: Variant, calibration_sha: str | None) -> dict[str, Any]:
-    """Everything that decides the bytes of a converted file: the artifact cache's key."""
+    """Everything that decides the bytes of a converted file: the artifact cache's key.
+
+    Calibration data counts only for static int8, the one variant it changes."""
+    if variant.mode != "static":
+        calibration_sha = None
     if variant == FP32:
         converter, version, options = "none", "", {}
     elif variant.format == "onnx":
@@ -177,8 +183,7 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
         for made, file in produced.items():
             if made != FP32:  # the source itself is the user's; fidelity runs it if asked
                 _check_loads(file, job.describe())
-            calibration_sha = job.calibration_sha if made.mode == "static" else None
-            request = _request(job.source_sha, made, calibration_sha)
+            request = _request(job.source_sha, made, job.calibration_sha)
             card = {
                 **model_card(file),
                 "variant": made.spec(),
