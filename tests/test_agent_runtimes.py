@@ -14,7 +14,7 @@ import pytest
 from fleet import paths
 from fleet.artifacts import Variant, convert
 from fleet.artifacts.converter_env import converter_python
-from fleet_agent import accuracy, runtimes
+from fleet_agent import accuracy, runtimes, sysinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo"
@@ -116,7 +116,7 @@ def test_inputs_made_from_the_card_are_used_when_they_fit():
 
 
 def test_installed_runtimes_come_from_package_metadata():
-    found = runtimes.installed()
+    found = sysinfo.runtimes_installed()
     assert found["onnxruntime"] == importlib.import_module("onnxruntime").__version__
     assert found["numpy"] == np.__version__
     assert "ai_edge_litert" in found

@@ -7,7 +7,6 @@ boards), or ``tensorflow.lite``. A runtime, provider or delegate that is not the
 """
 
 import importlib
-from importlib import metadata
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -309,38 +308,6 @@ def open_session(
     if cls is None:
         raise RuntimeMissing("unknown runtime {!r}".format(runtime))
     return cls(path, provider, threads, options)
-
-
-# Module -> the distributions that install it (vendor builds of ONNX Runtime and TensorFlow
-# keep the module name and change the distribution's).
-_DISTRIBUTIONS = {
-    "numpy": ("numpy",),
-    "onnxruntime": (
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "onnxruntime-openvino",
-        "onnxruntime-directml",
-        "onnxruntime-qnn",
-        "onnxruntime-silicon",
-    ),
-    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
-    "tflite_runtime": ("tflite-runtime",),
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-macos"),
-}
-
-
-def installed() -> Dict[str, str]:
-    """Runtime packages installed here, with versions, for the hello event. Read from the
-    package metadata: importing them would cost the agent seconds and hundreds of MB."""
-    found = {}
-    for module, distributions in _DISTRIBUTIONS.items():
-        for distribution in distributions:
-            try:
-                found[module] = metadata.version(distribution)
-            except Exception:  # noqa: S112 - PackageNotFoundError, or no metadata at all
-                continue
-            break
-    return found
 
 
 def spec_from_card(card_inputs: Any) -> Optional[List[InputSpec]]:

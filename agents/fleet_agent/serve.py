@@ -2,8 +2,9 @@
 workers, combine them into one result.
 
 The agent itself stays small: it never imports a runtime (``hello`` reads the installed
-versions from package metadata), so its own memory and start-up are not the runtime's, and a
-runtime that crashes takes down one worker, never the agent.
+versions from package metadata) and imports numpy only to combine a case's repetitions, so
+its start-up and memory are not the runtime's (bench/agent_footprint.py), and a runtime that
+crashes takes down one worker, never the agent.
 """
 
 import fcntl
@@ -16,7 +17,7 @@ import subprocess
 import sys
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from fleet_agent import PROTOCOL, __version__, aggregate, memory, runtimes, sysinfo, thermal
+from fleet_agent import PROTOCOL, __version__, memory, sysinfo, thermal
 from fleet_agent.protocol import emit
 
 
@@ -28,7 +29,7 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         agent_version=__version__,
         protocol=PROTOCOL,
         python=platform.python_version(),
-        runtimes=runtimes.installed(),
+        runtimes=sysinfo.runtimes_installed(),
     )
     if job.get("protocol") != PROTOCOL:
         emit(
@@ -88,6 +89,10 @@ def run_case(case: Dict[str, Any], out: IO[str]) -> None:
             emit(out, "progress", case=case["id"], repetition=index + 1, repetitions=count)
     finally:
         watched = watch.stop()
+    # Imported here: numpy would make every start of the agent slower and bigger, also for
+    # a job that ends at hello (protocol mismatch, device busy).
+    from fleet_agent import aggregate
+
     tags, fields, generation = aggregate.combine(done, watched, case)
     emit(out, "result", case=case["id"], tags=tags, fields=fields, generation=generation)
 

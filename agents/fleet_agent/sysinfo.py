@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from importlib import metadata
 from typing import Callable, Dict, List, Optional, Tuple
 
 Facts = Dict[str, object]
@@ -419,6 +420,38 @@ def throttled_now() -> Optional[bool]:
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     return bool(bits & _THROTTLE_NOW_MASK)
+
+
+# Module -> the distributions that install it (vendor builds of ONNX Runtime and TensorFlow
+# keep the module name and change the distribution's).
+_DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "onnxruntime": (
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnxruntime-openvino",
+        "onnxruntime-directml",
+        "onnxruntime-qnn",
+        "onnxruntime-silicon",
+    ),
+    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "tflite_runtime": ("tflite-runtime",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-macos"),
+}
+
+
+def runtimes_installed() -> Dict[str, str]:
+    """Runtime packages installed here, with versions, for the hello event. Read from the
+    package metadata: importing them would cost the agent seconds and hundreds of MB."""
+    found = {}
+    for module, distributions in _DISTRIBUTIONS.items():
+        for distribution in distributions:
+            try:
+                found[module] = metadata.version(distribution)
+            except Exception:  # noqa: S112 - PackageNotFoundError, or no metadata at all
+                continue
+            break
+    return found
 
 
 # ---------------------------------------------------------------- probes
