@@ -18,6 +18,17 @@ LOCAL = "local"
 DEFAULT_WORKDIR = ".cache/fleet-agent"
 
 _FLEET_VARS = {"fleet_class", "fleet_python", "fleet_workdir", "fleet_tags"}
+# Read by ansible/provision.yml only; allowed here so one inventory serves both.
+_PROVISIONING_VARS = {
+    "fleet_venv",
+    "fleet_base_python",
+    "fleet_runtimes",
+    "fleet_cuda",
+    "fleet_onnxruntime_wheel",
+    "fleet_skip_packages",
+    "fleet_authorized_key",
+    "fleet_authorized_keys_file",
+}
 
 
 @dataclass(frozen=True)
@@ -170,7 +181,7 @@ def _device(
     if name == LOCAL:
         raise ConfigError(f"{where}: 'local' is the built-in device; rename this host")
     for key in hvars:
-        if key.startswith("fleet_") and key not in _FLEET_VARS:
+        if key.startswith("fleet_") and key not in _FLEET_VARS | _PROVISIONING_VARS:
             raise ConfigError(
                 f"{where}: unknown variable {key!r} for host {name!r};"
                 f" fleet knows {', '.join(sorted(_FLEET_VARS))}"
