@@ -115,7 +115,7 @@ AGAINST_REFERENCE = {
 
 def test_every_field_for_onnx_runtime_and_litert_and_the_older_board(tmp_path, old_board_python):
     folder = tmp_path / "lab"
-    lab_lib.up(folder, 2, pythons=[sys.executable, old_board_python])
+    devices = lab_lib.up(folder, 2, pythons=[sys.executable, old_board_python])
     try:
         suite = write_suite(tmp_path, [CNN, GPT], context_tokens=[32, 128], decode_tokens=8)
         code, output = run(suite, folder, tmp_path / "r.sqlite")
@@ -171,9 +171,13 @@ def test_every_field_for_onnx_runtime_and_litert_and_the_older_board(tmp_path, o
         assert old[key].fields["status"] == "skipped"
         assert old[key].fields["message"].startswith("onnxruntime is not installed")
 
+    # The device facts reach the "device" record, the lab's memory cap among them.
     facts = {r.tags["device"]: r.fields for r in store.records(measurement="device")}
-    assert facts["lab1"]["memory_limit_mb"] == 8192.0 or "memory_limit_mb" not in facts["lab1"]
-    assert facts["lab2"]["python"] == facts["lab1"]["python"]  # both venvs of this Python
+    for device in devices:
+        if device.memory_mb is not None:
+            assert facts[device.name]["memory_limit_mb"] == float(device.memory_mb)
+        assert facts[device.name]["cpu_cores"] >= 1 and facts[device.name]["ram_total_mb"] > 0
+    assert facts["lab2"]["python"] == facts["lab1"]["python"]  # the venv is of this Python
 
 
 def busy_neighbour(core: str) -> subprocess.Popen[bytes]:
