@@ -181,8 +181,13 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
             produced = {Variant.parse(spec): path for spec, path in files.items()}
         seconds = time.monotonic() - start
         for made, file in produced.items():
-            if made != FP32:  # the source itself is the user's; fidelity runs it if asked
-                _check_loads(file, job.describe())
+            # The FP32 source is the user's own file: fidelity runs it when asked to.
+            problem = None if made == FP32 else _load_problem(file)
+            if problem and made == job.variant:
+                raise ConversionError(f"{job.describe()}: {problem}")
+            if problem:  # a sibling: not stored, so asking for it converts again and says why
+                log.warning("%s: not keeping %s: %s", job.describe(), made, problem)
+                continue
             request = _request(job.source_sha, made, job.calibration_sha)
             card = {
                 **model_card(file),
@@ -224,8 +229,8 @@ def _onnx(job: _Job, work: Path) -> Path:
     return target
 
 
-def _check_loads(file: Path, describe: str) -> None:
-    """A variant its runtime cannot load is a conversion failure, found before any device."""
+def _load_problem(file: Path) -> str | None:
+    """Why the runtime a device would use cannot load a converted file, or None."""
     try:
         if file.suffix == ".onnx":
             import onnxruntime as ort
@@ -234,7 +239,8 @@ def _check_loads(file: Path, describe: str) -> None:
         else:
             load_tflite(file).allocate_tensors()
     except Exception as exc:  # both runtimes raise several unrelated types
-        raise ConversionError(
-            f"{describe}: the converted {file.suffix} file does not load:"
+        return (
+            f"the converted {file.suffix} file does not load:"
             f" {type(exc).__name__}: {last_lines(str(exc))}"
-        ) from exc
+        )
+    return None
