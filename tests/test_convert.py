@@ -130,7 +130,10 @@ def gpt_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-GPT_AGREEMENT = {"fp16": 0.99, "int8": 0.9}
+# 32 prompts: one prompt is 3.1 points. Budgets per precision: top-1 agreement with FP32 on
+# the token after each prompt, and the drop of next-token accuracy.
+GPT_AGREEMENT = {"fp32": 0.96, "fp16": 0.96, "int8": 0.85}
+GPT_MAX_DROP_PP = {"fp32": 0.0, "fp16": 3.2, "int8": 6.3}
 
 
 @pytest.mark.slow
@@ -156,9 +159,11 @@ def test_zoo_decoder_variants_follow_fp32(
         cache=zoo_cache,
     )
     measured = artifact.card["fidelity"]
-    # No labels in the prompts file: agreement is next-token argmax at every position.
-    assert "accuracy_drop_pp" not in measured
-    assert measured["agreement_top1"] >= GPT_AGREEMENT.get(artifact.variant.precision, 0.999)
+    precision = artifact.variant.precision
+    assert measured["samples"] == 32
+    assert measured["accuracy_top1_reference"] > 0.3  # the zoo's decoder is really trained
+    assert measured["agreement_top1"] >= GPT_AGREEMENT[precision]
+    assert measured["accuracy_drop_pp"] <= GPT_MAX_DROP_PP[precision]
     assert measured["cosine_min"] > 0.99
     with np.load(ZOO / "tiny_gpt_prompts.npz") as prompts:
         logits = run_in_runtime(artifact, prompts["tokens"][:1])

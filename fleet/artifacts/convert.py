@@ -16,6 +16,7 @@ from fleet.artifacts.cache import ArtifactCache, request_key, sha256_file
 from fleet.artifacts.card import declare, load_tflite, model_card
 from fleet.artifacts.converter_env import last_lines
 from fleet.artifacts.data import Samples, load_samples
+from fleet.artifacts.fidelity import METHOD as FIDELITY_METHOD
 from fleet.artifacts.fidelity import fidelity
 from fleet.artifacts.variant import Variant
 from fleet.errors import ConfigError, ConversionError
@@ -92,8 +93,10 @@ def convert(
         card = declare(card, declared, source)
         sidecar["declared"] = dict(declared)
     artifact = Artifact(path, path.stem, variant, card, source_sha)
-    if dataset is not None and card.get("fidelity", {}).get("dataset_sha256") != sha256_file(
-        dataset
+    stored = card.get("fidelity", {})
+    if dataset is not None and (stored.get("dataset_sha256"), stored.get("method")) != (
+        sha256_file(dataset),
+        FIDELITY_METHOD,
     ):
         card = {**card, "fidelity": fidelity(reference or artifact, artifact, dataset)}
         artifact = replace(artifact, card=card)

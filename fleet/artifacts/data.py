@@ -1,7 +1,9 @@
 """Data sets and calibration sets: .npz files checked against a model's inputs.
 
 A file holds `inputs` (for a model with one input) or one array per input name, and may hold
-`labels` (class ids: shaped like the argmax of the model's first output).
+`labels` (class ids: shaped like the argmax of the model's first output). A decoder's data
+set, as the agent reads it too, holds `tokens` [N, T] (zero-padded prompts), `lengths` [N]
+and optionally `next_token` [N]: the prediction compared is the one after each prompt.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Samples:
     feeds: Mapping[str, np.ndarray]  # input name -> array with the samples on axis 0
     labels: np.ndarray | None
     count: int
+    positions: np.ndarray | None = None  # decoders: where each prompt's next token is predicted
 
 
 def load_samples(path: Path, inputs: Sequence[Mapping[str, Any]]) -> Samples:
@@ -31,8 +34,14 @@ def load_samples(path: Path, inputs: Sequence[Mapping[str, Any]]) -> Samples:
     except (OSError, ValueError, EOFError) as exc:
         raise ConfigError(f"{path}: not a readable .npz data set ({exc})") from exc
     names = [str(i["name"]) for i in inputs]
+    positions = None
     if len(names) == 1 and "inputs" in arrays:
         feeds = {names[0]: arrays["inputs"]}
+    elif len(names) == 1 and "tokens" in arrays and "lengths" in arrays:
+        feeds = {names[0]: arrays["tokens"]}
+        positions = arrays["lengths"].astype(np.int64) - 1
+        if "next_token" in arrays:
+            arrays["labels"] = arrays["next_token"]
     elif all(name in arrays for name in names):
         feeds = {name: arrays[name] for name in names}
     else:
@@ -52,7 +61,13 @@ def load_samples(path: Path, inputs: Sequence[Mapping[str, Any]]) -> Samples:
         raise ConfigError(f"{path}: 'labels' has {len(labels)} entries for {count} samples")
     if count == 0:
         raise ConfigError(f"{path}: the data set has no samples")
-    return Samples(feeds, labels, count)
+    if positions is not None and (
+        len(positions) != count
+        or positions.min() < 0
+        or positions.max() >= arrays["tokens"].shape[1]
+    ):
+        raise ConfigError(f"{path}: 'lengths' must give 1..{arrays['tokens'].shape[1]} per prompt")
+    return Samples(feeds, labels, count, positions)
 
 
 def _fit(path: Path, name: str, array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:

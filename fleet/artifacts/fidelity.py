@@ -2,7 +2,7 @@
 
 Both models run in this process (onnxruntime on the CPU, LiteRT with its default CPU
 kernels) on the same samples. Their first outputs are compared: top-1 agreement (argmax over
-the last axis, so a language model's logits count per position), cosine similarity per
+the last axis; a decoder's logits at the token after each prompt), cosine similarity per
 sample, the largest absolute difference, and with labels each model's accuracy and the drop.
 """
 
@@ -20,6 +20,9 @@ from fleet.artifacts.converter_env import last_lines
 from fleet.artifacts.data import Samples, batches, load_samples
 from fleet.errors import ConfigError, FleetError
 
+# Part of every fidelity result: a stored one made by another method is measured again.
+METHOD = 1
+
 
 class FidelityBudgetError(FleetError):
     """A variant lost more accuracy at conversion than its budget allows."""
@@ -36,6 +39,8 @@ def fidelity(reference: Artifact, candidate: Artifact, dataset: Path) -> dict[st
     got = _predict(candidate, samples)
     count = min(len(ref), len(got))  # a fixed batch size may have left the tail out
     ref, got = ref[:count].astype(np.float64), got[:count].astype(np.float64)
+    if samples.positions is not None and ref.shape == got.shape:  # decoders: the next token
+        ref, got = (out[np.arange(count), samples.positions[:count]] for out in (ref, got))
     if ref.shape != got.shape:
         raise ConfigError(
             f"{candidate.path}: output shape {list(got.shape)} differs from the reference's"
@@ -46,6 +51,7 @@ def fidelity(reference: Artifact, candidate: Artifact, dataset: Path) -> dict[st
     cosine = np.einsum("ij,ij->i", flat_ref, flat_got) / np.maximum(norms, 1e-30)
     ref_top1, got_top1 = ref.argmax(axis=-1), got.argmax(axis=-1)
     result: dict[str, Any] = {
+        "method": METHOD,
         "dataset": dataset.name,
         "dataset_sha256": sha256_file(dataset),
         "samples": float(count),
