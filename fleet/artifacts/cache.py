@@ -75,6 +75,8 @@ class CacheStats:
 
 
 class ArtifactCache:
+    """Converted files by content, and which request made which (see the module's layout)."""
+
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else paths.cache_dir() / "artifacts"
         self.stats = CacheStats()

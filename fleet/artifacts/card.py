@@ -25,7 +25,6 @@ _PRECISION_OF_TYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", 
 _QUANT_PARAM_INPUTS = {
     "QuantizeLinear": (1, 2),
     "DequantizeLinear": (1, 2),
-    "DynamicQuantizeLinear": (),
     "MatMulInteger": (2, 3),
     "ConvInteger": (2, 3),
     "QLinearConv": (1, 2, 4, 5, 6, 7),
