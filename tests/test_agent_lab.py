@@ -33,6 +33,11 @@ def old_board_python() -> str:
     return out.stdout.strip()
 
 
+def python_version(python: str) -> str:
+    code = "import platform; print(platform.python_version())"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
+
+
 def write_suite(folder: Path, models: list[dict[str, object]], **measure: object) -> Path:
     path = folder / "suite.yaml"
     suite = {"name": "agent-lab", "measure": {**QUICK, **measure}, "models": models}
@@ -177,7 +182,9 @@ def test_every_field_for_onnx_runtime_and_litert_and_the_older_board(tmp_path, o
         if device.memory_mb is not None:
             assert facts[device.name]["memory_limit_mb"] == float(device.memory_mb)
         assert facts[device.name]["cpu_cores"] >= 1 and facts[device.name]["ram_total_mb"] > 0
-    assert facts["lab2"]["python"] == facts["lab1"]["python"]  # the venv is of this Python
+    # The older board's agent ran on the venv's Python (3.8 where one is installed).
+    assert facts["lab2"]["python"] == old[("digits_cnn", "tflite", "fp32")].fields["python_version"]
+    assert facts["lab2"]["python"] == python_version(old_board_python)
 
 
 def busy_neighbour(core: str) -> subprocess.Popen[bytes]:
