@@ -18,7 +18,7 @@ from typing import Any
 
 import fleet_agent
 from fleet.agent_build import AgentApp, build_agent
-from fleet.artifacts import Artifact, convert
+from fleet.artifacts import Artifact, FidelityBudgetError, check_fidelity_budget, convert
 from fleet.artifacts.cache import sha256_file
 from fleet.config import InfluxConfig
 from fleet.errors import DeviceError, FleetError
@@ -30,8 +30,9 @@ from fleet.results.store import Store
 from fleet.suite import Suite, check_budgets
 from fleet.transport import Transport, connect
 
-# Case outcomes that say "this model does not fit this device" (exit 1), as budgets do.
-FINDINGS = ("timeout", "out_of_memory")
+# Case outcomes that say "this model does not fit this device" (exit 1), as budgets do;
+# "refused": the conversion already lost more accuracy than the budget allows.
+FINDINGS = ("timeout", "out_of_memory", "refused")
 # Extra silence allowed beyond a case's own timeout before the agent is declared hung.
 AGENT_GRACE_S = 120.0
 
@@ -77,14 +78,14 @@ def run_suite(
     started = time.monotonic()
     plan = make_plan(suite, devices)
     outcome = RunOutcome(new_run_id())
-    artifacts = prepare_artifacts(plan, report)
+    artifacts, refused = prepare_artifacts(plan, report)
     agent = build_agent()
     store.start_run(outcome.run_id, suite.name, [d.name for d in devices])
     try:
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = {
                 pool.submit(
-                    DeviceRun(suite.name, dp, artifacts, agent, store, outcome, report).run
+                    DeviceRun(suite.name, dp, artifacts, refused, agent, store, outcome, report).run
                 ): dp.device.name
                 for dp in plan.devices
             }
@@ -121,15 +122,32 @@ def run_record(
     )
 
 
-def prepare_artifacts(plan: Plan, report: Reporter) -> dict[tuple[str, str], Artifact]:
-    """Convert every (model, variant) once, before any device time is spent."""
-    artifacts = {}
+Key = tuple[str, str]  # (model name, variant as written in the suite)
+
+
+def prepare_artifacts(plan: Plan, report: Reporter) -> tuple[dict[Key, Artifact], dict[Key, str]]:
+    """Convert every (model, variant) once, before any device time is spent. A variant whose
+    conversion already loses more accuracy than the suite's accuracy_drop_pp budget is
+    refused here: (artifacts, refused variants with the reason)."""
+    artifacts, refused = {}, {}
     for model, variant in plan.variants():
         report("controller", f"artifact {model.name} {variant}")
-        artifacts[(model.name, str(variant))] = convert(
-            model.path, variant, calibration=model.calibration, declared=model.declared
+        key = (model.name, str(variant))
+        artifacts[key] = convert(
+            model.path,
+            variant,
+            calibration=model.calibration,
+            declared=model.declared,
+            dataset=model.dataset,
         )
-    return artifacts
+        limit = {**plan.suite.budgets, **model.budgets}.get("accuracy_drop_pp")
+        if limit is not None and model.dataset is not None:
+            try:
+                check_fidelity_budget(artifacts[key].card, limit)
+            except FidelityBudgetError as exc:
+                refused[key] = str(exc)
+                report("controller", f"refused {model.name} {variant}: {exc}")
+    return artifacts, refused
 
 
 class DeviceRun:
@@ -139,7 +157,8 @@ class DeviceRun:
         self,
         suite: str,
         plan: DevicePlan,
-        artifacts: Mapping[tuple[str, str], Artifact],
+        artifacts: Mapping[Key, Artifact],
+        refused: Mapping[Key, str],
         agent: AgentApp,
         store: Store,
         outcome: RunOutcome,
@@ -149,6 +168,7 @@ class DeviceRun:
         self.plan = plan
         self.device = plan.device
         self.artifacts = artifacts
+        self.refused = refused
         self.agent = agent
         self.store = store
         self.outcome = outcome
@@ -164,9 +184,14 @@ class DeviceRun:
         try:
             job, cases = self.push(transport)
             self.report(self.device.name, f"running {len(cases)} case(s)")
-            self.converse(transport, job, cases)
+            if cases:
+                self.converse(transport, job, cases)
         finally:
             transport.close()
+        for case in self.plan.cases:
+            reason = self.refused.get((case.model.name, str(case.variant)))
+            if reason is not None:
+                self.keep(self.refused_record(case, reason))
 
     def push(self, transport: Transport) -> tuple[dict[str, Any], dict[str, Case]]:
         """Send the agent, artifacts and data sets the device lacks; build the job."""
@@ -177,6 +202,8 @@ class DeviceRun:
         outputs = f"{workdir}/outputs/{self.outcome.run_id}"
         transport.check(["mkdir", "-p", outputs])
         for case in self.plan.cases:
+            if (case.model.name, str(case.variant)) in self.refused:
+                continue
             artifact = self.artifacts[(case.model.name, str(case.variant))]
             remote = f"{workdir}/cache/{artifact.sha256}{artifact.path.suffix}"
             self.send(transport, artifact.path, remote)
@@ -315,16 +342,23 @@ class DeviceRun:
                 fields[key] = value
         return fields
 
-    def case_record(self, event: dict[str, Any], case: Case) -> Record:
+    def artifact_fields(self, case: Case) -> dict[str, object]:
         artifact = self.artifacts[(case.model.name, str(case.variant))]
-        card = artifact.card
-        fields: dict[str, object] = {
+        return {
             "run_id": self.outcome.run_id,
             "model_sha256": artifact.sha256,
             "agent_version": self.agent_version,
-            "model_size_mb": card.get("model_size_mb"),
-            "params": card.get("params"),
+            "model_size_mb": artifact.card.get("model_size_mb"),
+            "params": artifact.card.get("params"),
         }
+
+    def refused_record(self, case: Case, reason: str) -> Record:
+        fields = self.artifact_fields(case)
+        fields.update(status="refused", message=reason, passed=False)
+        return make_record("result", self.tags(case), fields)
+
+    def case_record(self, event: dict[str, Any], case: Case) -> Record:
+        fields = self.artifact_fields(case)
         if event["event"] == "case_error":
             fields.update(status=event["kind"], message=event.get("message", ""), passed=False)
             if event["kind"] == "skipped":
@@ -351,7 +385,10 @@ class DeviceRun:
         tags = {**result.tags, "context_tokens": str(int(entry["context_tokens"]))}
         kept = ("run_id", "model_sha256", "agent_version", "runtime_version", "valid", "status")
         fields = {k: result.fields[k] for k in kept if k in result.fields}
-        fields.update({k: float(v) for k, v in entry.items() if _finite(float(v))})
+        # context_tokens is a tag: the same name as a field would clash in InfluxDB.
+        fields.update(
+            {k: float(v) for k, v in entry.items() if k != "context_tokens" and _finite(float(v))}
+        )
         return make_record("generation", tags, fields)
 
 

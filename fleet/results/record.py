@@ -25,7 +25,7 @@ TAG_KEYS = (
 )
 
 # Outcomes of one case; only "ok" carries measurements.
-STATUSES = ("ok", "skipped", "timeout", "out_of_memory", "invalid_model", "error")
+STATUSES = ("ok", "skipped", "timeout", "out_of_memory", "invalid_model", "error", "refused")
 
 
 def as_field(value: object) -> FieldValue:
