@@ -121,13 +121,28 @@ def test_noise_within_the_samples_is_invalid():
 def test_generation_figures_are_the_median_over_repetitions():
     def entries(ttft):
         return [
-            {"context_tokens": 32.0, "ttft_ms": ttft, "decode_tokens_per_s": 100.0 / ttft},
-            {"context_tokens": 96.0, "ttft_ms": 2 * ttft, "decode_tokens_per_s": 50.0 / ttft},
+            {
+                "context_tokens": float(n),
+                "ttft_ms": ttft * n / 32,
+                "prefill_tokens_per_s": 32e3 / ttft,
+                "decode_tokens_per_s": 100.0 / ttft,
+            }
+            for n in (32, 96)
         ]
 
-    reps = [dict(rep(STEADY), generation=entries(t)) for t in (1.0, 4.0, 2.0)]
+    reps = [dict(rep(STEADY), generation=entries(t)) for t in (1.0, 4.0, 2.5)]
     _, _, generation = aggregate.combine(reps, {"throttled": False}, case())
     assert generation == [
-        {"context_tokens": 32.0, "ttft_ms": 2.0, "decode_tokens_per_s": 50.0},
-        {"context_tokens": 96.0, "ttft_ms": 4.0, "decode_tokens_per_s": 25.0},
+        {
+            "context_tokens": 32.0,
+            "ttft_ms": 2.5,
+            "prefill_tokens_per_s": 32 / 2.5e-3,  # from the median ttft, not a median of its own
+            "decode_tokens_per_s": 40.0,
+        },
+        {
+            "context_tokens": 96.0,
+            "ttft_ms": 7.5,
+            "prefill_tokens_per_s": 96 / 7.5e-3,
+            "decode_tokens_per_s": 40.0,
+        },
     ]

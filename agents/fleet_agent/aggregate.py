@@ -107,11 +107,14 @@ def combine(
 
 
 def combine_generation(repetitions: List[Dict[str, Any]]) -> List[Dict[str, float]]:
-    """Per context length, the median of each figure over the repetitions."""
+    """Per context length, the median of each figure over the repetitions; prefill speed
+    from the median time to first token, so that the two always agree."""
     runs = [r["generation"] for r in repetitions if r.get("generation")]
     if not runs:
         return []
     combined = []
     for entries in zip(*runs):  # noqa: B905 - no zip(strict=) on Python 3.8
-        combined.append({key: float(np.median([e[key] for e in entries])) for key in entries[0]})
+        entry = {key: float(np.median([e[key] for e in entries])) for key in entries[0]}
+        entry["prefill_tokens_per_s"] = entry["context_tokens"] / (entry["ttft_ms"] / 1e3)
+        combined.append(entry)
     return combined
