@@ -95,7 +95,9 @@ def test_warmup_runs_on_while_the_median_moves_up_to_its_limit():
 
     got = measure.warmup(slowing, None, {"warmup_iterations": 5, "max_seconds": 0.8})
     assert not got.stable
-    assert 0.2 <= got.seconds < 0.4  # a quarter of max_seconds, and the run under way
+    # A quarter of max_seconds (plus the run under way, and whatever else this shared
+    # machine runs); settling would take over 2 s.
+    assert 0.2 <= got.seconds < 1.0
 
 
 def test_warmup_that_settles_late_is_stable():
