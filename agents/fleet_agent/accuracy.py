@@ -31,7 +31,7 @@ def evaluate(session: runtimes.Session, case: Dict[str, Any]) -> Dict[str, Any]:
         outputs = np.stack(
             [
                 decoder.next_logits(row[: int(n)])
-                for row, n in zip(arrays["tokens"], arrays["lengths"])  # noqa: B905 (3.8)
+                for row, n in zip(arrays["tokens"], arrays["lengths"])
             ]
         ).astype(np.float32)
         labels = arrays.get("next_token")

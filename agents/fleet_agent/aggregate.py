@@ -113,7 +113,7 @@ def combine_generation(repetitions: List[Dict[str, Any]]) -> List[Dict[str, floa
     if not runs:
         return []
     combined = []
-    for entries in zip(*runs):  # noqa: B905 - no zip(strict=) on Python 3.8
+    for entries in zip(*runs):
         entry = {key: float(np.median([e[key] for e in entries])) for key in entries[0]}
         entry["prefill_tokens_per_s"] = entry["context_tokens"] / (entry["ttft_ms"] / 1e3)
         combined.append(entry)

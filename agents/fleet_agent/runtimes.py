@@ -38,7 +38,7 @@ class Session:
         """Arrays, one per input in order, as this model's feed (in its input types)."""
         return {
             name: np.ascontiguousarray(a, dtype=dtype)
-            for (name, _, dtype), a in zip(self.inputs, arrays)  # noqa: B905 (3.8)
+            for (name, _, dtype), a in zip(self.inputs, arrays)
         }
 
     def adopt(self, arrays: Optional[List[np.ndarray]], batch: int, seed: int) -> Feed:
@@ -52,11 +52,11 @@ class Session:
 def _fits(arrays: List[np.ndarray], inputs: Sequence[InputSpec]) -> bool:
     if len(arrays) != len(inputs):
         return False
-    for array, (_, shape, _) in zip(arrays, inputs):  # noqa: B905 - 3.8 has no strict=
+    for array, (_, shape, _) in zip(arrays, inputs):
         if array.ndim != len(shape):
             return False
         # The batch dimension is the case's to choose; the others are the model's.
-        fixed = [(d, a) for d, a in zip(shape[1:], array.shape[1:]) if d is not None]  # noqa: B905
+        fixed = [(d, a) for d, a in zip(shape[1:], array.shape[1:]) if d is not None]
         if any(d != a for d, a in fixed):
             return False
     return True
@@ -239,7 +239,7 @@ class LiteRtSession(Session):
         outside any timed loop."""
         self.resize(int(arrays[0].shape[0]) if arrays[0].ndim else 1)
         names = [name for name, _, _ in self.inputs]
-        return self.prepare(dict(zip(names, arrays)))  # noqa: B905 - Python 3.8: no strict=
+        return self.prepare(dict(zip(names, arrays)))
 
     def resize(self, batch: int) -> None:
         """Set the batch dimension of every input."""
