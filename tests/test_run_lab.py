@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 from pathlib import Path
 
@@ -127,3 +128,39 @@ def test_local_device_needs_no_inventory(tmp_path: Path, fleet_home: Path) -> No
     assert result.exit_code == 0, result.output
     assert "local" in result.output
     assert len(Store(fleet_home / "results.sqlite").records(measurement="result")) == 1
+
+
+def test_ssh_config_supplies_address_port_user_and_key(
+    lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab1 = next(d for d in lab_lib.load(lab) if d.name == "lab1")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host bench-pi\n  HostName {lab1.address}\n  Port {lab1.port}\n"
+        f"  User {getpass.getuser()}\n  IdentityFile {lab / 'id_ed25519'}\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    # Only the alias in the inventory: where, which port, who and which key come from
+    # ~/.ssh/config; the host key is still checked against the lab's known_hosts.
+    inventory = lab / "by-alias.yaml"
+    inventory.write_text(
+        "all:\n  hosts:\n    pi:\n      ansible_host: bench-pi\n      fleet_class: pi\n"
+        f"      fleet_python: {lab1.python}\n      fleet_workdir: {lab1.workdir}\n"
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            SMOKE,
+            "--inventory",
+            str(inventory),
+            "--devices",
+            "pi",
+            "--store",
+            str(tmp_path / "r.sqlite"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = Store(tmp_path / "r.sqlite").records(measurement="result")
+    assert (record.tags["device"], record.tags["device_class"]) == ("pi", "pi")
