@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import statistics
 import sys
@@ -25,10 +26,10 @@ sys.path.insert(0, str(ROOT / "tests"))  # the real-server helpers the tests use
 from servers import InfluxServer, http  # noqa: E402
 
 from fleet.config import InfluxConfig  # noqa: E402
-from fleet.results.influx import push_pending, to_line  # noqa: E402
+from fleet.results.influx import V1Writer, push_pending, to_line  # noqa: E402
 from fleet.results.record import make_record  # noqa: E402
-from fleet.results.spool import Spool  # noqa: E402
-from fleet.results.store import Store  # noqa: E402
+from fleet.results.spool import Pending, Spool  # noqa: E402
+from fleet.results.store import Store, row_to_record  # noqa: E402
 
 TAGS = {
     "suite": "nightly", "device_class": "pi", "arch": "aarch64", "os": "linux",
@@ -73,19 +74,37 @@ def fill(store: Store, n: int, shape: str) -> None:
             )  # fmt: skip
 
 
-def stages(store: Store, n: int) -> str:
-    """Where the sink's own time goes, one thread, no server involved."""
-    started = time.perf_counter()
-    rows = Spool(store, "stages").pending(n)
-    read = time.perf_counter()
-    lines = [to_line(record) for _, record in rows]
-    built = time.perf_counter()
-    gzip.compress("\n".join(lines).encode(), 1)
-    zipped = time.perf_counter()
-    per_point = [(b - a) * 1e6 / n for a, b in [(started, read), (read, built), (built, zipped)]]
-    return "sink work per point: read {:.1f} µs, build (Point) {:.1f} µs, gzip {:.1f} µs".format(
-        *per_point
-    )
+def stages(store: Store, n: int, batch: int) -> list[str]:
+    """Where the sink's own time goes, per point, in one thread with no server involved."""
+    spool = Spool(store, "bench-stages")
+    marks = [time.perf_counter()]
+    with store.lock:
+        rows = store.db.execute("SELECT id, measurement, time_ns, tags, fields FROM records")
+        ids, records = zip(*[(row[0], row_to_record(row[1:])) for row in rows], strict=True)
+    marks.append(time.perf_counter())
+    lines = [to_line(record) for record in records]
+    marks.append(time.perf_counter())
+    spool.keep([Pending(i, "result", line, False) for i, line in zip(ids, lines, strict=True)])
+    marks.append(time.perf_counter())
+    kept = spool.pending(n, to_line)
+    marks.append(time.perf_counter())
+    writer = V1Writer(InfluxConfig(url="http://127.0.0.1:9"))
+    for start in range(0, n, batch):
+        writer.payload([p.line for p in kept[start : start + batch]])
+    marks.append(time.perf_counter())
+    for start in range(0, n, batch):
+        part = kept[start : start + batch]
+        spool.settle(part, span=(part[0].record_id - 1, part[-1].record_id))
+    marks.append(time.perf_counter())
+    with store.transaction() as db:
+        db.execute("DELETE FROM sinks WHERE sink = ?", (spool.sink,))
+    us = [(b - a) * 1e6 / n for a, b in itertools.pairwise(marks)]
+    return [
+        f"sink work per point, one thread: read+decode record {us[0]:.1f} µs, encode (Point)"
+        f" {us[1]:.1f} µs; after a failed push: keep line {us[2]:.1f} µs;",
+        f"  every push: read line {us[3]:.1f} µs, gzip {us[4]:.1f} µs,"
+        f" settle (and drop the kept line) {us[5]:.1f} µs",
+    ]
 
 
 def count(server: InfluxServer, db: str) -> int:
@@ -93,33 +112,53 @@ def count(server: InfluxServer, db: str) -> int:
     return int(answer["results"][0]["series"][0]["values"][0][1])
 
 
+# What is timed, each into a fresh database: (label, sink or not, gzip, after a failed push).
+KINDS = {
+    "plain": ("plain POST, one request (baseline)", False, False, False),
+    "plain_gz": ("plain POST, one request, gzip'd", False, True, False),
+    "first": ("sink, first push", True, True, False),
+    "retry": ("sink, push after a failed one", True, True, True),
+    "first_raw": ("sink, first push, gzip = false", True, False, False),
+    "retry_raw": ("sink, push after a failed one, gzip = false", True, False, True),
+}
+
+
 def measure(
     server: InfluxServer, store: Store, shape: str, n: int, repeats: int, batch: int
 ) -> list[str]:
     body = "\n".join(to_line(r) for r in store.records()).encode()
-    baseline, sink = [], []
+    bodies = {False: body, True: gzip.compress(body, 1)}
+    rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for k in range(repeats):
-        server.create_database(f"{shape}_plain{k}")
-        started = time.perf_counter()
-        status, answer = http("POST", f"{server.url}/write?db={shape}_plain{k}&precision=ms", body)
-        baseline.append(n / (time.perf_counter() - started))
-        assert status == 204, answer
-        server.create_database(f"{shape}_sink{k}")
-        config = InfluxConfig(url=server.url, database=f"{shape}_sink{k}", batch_size=batch)
-        started = time.perf_counter()
-        report = push_pending(store, config)
-        sink.append(n / (time.perf_counter() - started))
-        assert (report.sent, report.pending) == (n, 0), report.lines()
-        assert count(server, f"{shape}_plain{k}") == count(server, f"{shape}_sink{k}") == n
-    b, s = statistics.median(baseline), statistics.median(sink)
-    ratios = [x / y for x, y in zip(sink, baseline, strict=True)]
-    return [
-        f"{n} points, {len(body) / n:.0f} bytes of line protocol each",
-        f"plain POST, one request:   {b:9,.0f} points/s (runs: {_list(baseline)})",
-        f"fleet sink, store->server: {s:9,.0f} points/s (runs: {_list(sink)})",
-        f"ratio sink/plain (medians): {s / b:.2f} (per run: {_list(ratios, '.2f')})",
-        stages(store, n),
+        for kind, (_, sink, compress, retry) in KINDS.items():  # alternating
+            db = f"{shape}_{kind}{k}"
+            config = InfluxConfig(url=server.url, database=db, batch_size=batch, gzip=compress)
+            if retry:  # a push that failed (no database yet) kept every line
+                failed = push_pending(store, config)
+                assert (failed.sent, failed.pending) == (0, n), failed.lines()
+            server.create_database(db)
+            started = time.perf_counter()
+            if sink:
+                report = push_pending(store, config)
+                assert (report.sent, report.pending) == (n, 0), report.lines()
+            else:
+                url = f"{server.url}/write?db={db}&precision=ms"
+                headers = {"Content-Encoding": "gzip"} if compress else {}
+                status, answer = http("POST", url, bodies[compress], headers)
+                assert status == 204, answer
+            rates[kind].append(n / (time.perf_counter() - started))
+            assert count(server, db) == n
+    plain = statistics.median(rates["plain"])
+    out = [
+        f"{n} points, {len(body) / n:.0f} bytes of line protocol each, batches of {batch}",
+        "| what | points/s (median) | / plain (medians) | / plain, each run |",
+        "| --- | --- | --- | --- |",
     ]
+    for kind, (label, *_) in KINDS.items():
+        median = statistics.median(rates[kind])
+        ratios = [x / y for x, y in zip(rates[kind], rates["plain"], strict=True)]
+        out.append(f"| {label} | {median:,.0f} | {median / plain:.2f} | {_list(ratios, '.2f')} |")
+    return [*out, *stages(store, n, batch)]
 
 
 def _list(values: list[float], spec: str = ",.0f") -> str:

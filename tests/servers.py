@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+def http(
+    method: str, url: str, data: bytes | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
     """One request; returns the status and body, also for 4xx/5xx answers."""
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, headers=dict(headers or {}), method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return int(response.status), bytes(response.read())

@@ -71,6 +71,16 @@ def test_environment_alone_is_enough(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert influx.sink == "influx-v1 http://127.0.0.1:1 db=x rp=y"
 
 
+def test_gzip_is_on_unless_turned_off(tmp_path: Path) -> None:
+    url = '[influx]\nurl = "http://h:8086"\n'
+    assert load_config(write(tmp_path, url), env={}).require_influx().gzip is True
+    path = write(tmp_path, url + "gzip = false\n")
+    assert load_config(path, env={}).require_influx().gzip is False
+    on = load_config(path, env={"FLEET_INFLUX_GZIP": "yes"}).require_influx()
+    off = load_config(None, env={"FLEET_INFLUX_URL": "http://h", "FLEET_INFLUX_GZIP": "0"})
+    assert (on.gzip, off.require_influx().gzip) == (True, False)
+
+
 def test_secrets_come_from_files_and_never_show(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "password").write_text("hunter2\n")
@@ -116,6 +126,8 @@ def test_environment_secret_beats_its_file(tmp_path: Path) -> None:
         ('[influx]\nurl = "http://h"\nbatch_size = 0\n', {}, "fleet.toml:3: influx.batch_size"),
         ('[influx]\nurl = "http://h"\nbatch_size = 2.5\n', {}, "must be a whole number"),
         ('[influx]\nurl = "http://h"\ndatabase = 5\n', {}, "fleet.toml:3: influx.database must"),
+        ('[influx]\nurl = "http://h"\ngzip = "some"\n', {}, "fleet.toml:3: influx.gzip must be"),
+        ("", {"FLEET_INFLUX_URL": "http://h", "FLEET_INFLUX_GZIP": "2"}, "FLEET_INFLUX_GZIP (env"),
         ('[influxdb]\nurl = "http://h"\n', {}, "fleet.toml:1: unknown section [influxdb]"),
         ('[influx\nurl = "http://h"\n', {}, "fleet.toml: invalid TOML"),
         ("", {"FLEET_INFLUX_URL": "localhost:8086"}, "FLEET_INFLUX_URL (environment): "),

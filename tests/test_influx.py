@@ -27,10 +27,11 @@ def count(server: InfluxServer, measurement: str) -> int:
     return len(server.points(measurement))
 
 
+@pytest.mark.parametrize("gzip", [True, False])
 def test_every_record_lands_once_with_its_tags_and_fields(
-    influxdb_server: InfluxServer, results_store: Store
+    influxdb_server: InfluxServer, results_store: Store, gzip: bool
 ) -> None:
-    report = push_pending(results_store, config(influxdb_server))
+    report = push_pending(results_store, config(influxdb_server, gzip=gzip))
 
     stored = results_store.records()
     assert (report.sent, report.rejected, report.pending, report.errors) == (len(stored), [], 0, [])
@@ -82,6 +83,7 @@ def test_pushing_again_never_duplicates(
     # record is the same series and timestamp: InfluxDB overwrites, it does not add.
     with results_store.transaction() as db:
         db.execute("DELETE FROM sent")
+        db.execute("DELETE FROM sinks")
     resent = push_pending(results_store, cfg)
     assert resent.sent == first.sent
     assert count(influxdb_server, "result") == len(results_store.records(measurement="result"))
@@ -156,6 +158,32 @@ def test_server_back_during_backoff_gets_everything_in_one_push(
     assert waits[0] < waits[2]  # the delay grows between tries
 
 
+def test_a_push_that_stops_keeps_every_line_so_the_next_only_sends(
+    influxdb_server: InfluxServer, results_store: Store
+) -> None:
+    cfg = config(influxdb_server, database="nightly", batch_size=5)
+    total = len(results_store.records())
+    results = len(results_store.records(measurement="result"))
+    failed = push_pending(results_store, cfg)  # no such database yet: HTTP 404, stop
+    assert (failed.sent, failed.pending) == (0, total)
+    with results_store.lock:
+        (kept,) = results_store.db.execute("SELECT COUNT(*) FROM lines").fetchone()
+    assert kept == total  # every batch, not only the ones tried before the stop
+
+    # The next push sends the kept lines: it no longer reads (or could decode) the records.
+    with results_store.transaction() as db:
+        db.execute("UPDATE records SET fields = 'not json'")
+    influxdb_server.create_database("nightly")
+    report = push_pending(results_store, cfg)
+
+    assert (report.sent, report.pending, report.errors) == (total, 0, [])
+    with results_store.lock:
+        assert results_store.db.execute("SELECT COUNT(*) FROM lines").fetchone() == (0,)
+    points = influxdb_server.points("result", db="nightly")
+    assert len(points) == results
+    assert {p["run_id"] for p in points} == {"20261120T020000Z-000000", "20261121T020000Z-000001"}
+
+
 def test_missing_database_is_an_error_that_says_how_to_fix_it(
     influxdb_server: InfluxServer, results_store: Store
 ) -> None:
@@ -214,3 +242,10 @@ def test_line_protocol_escapes_what_people_type() -> None:
         r' latency_ms_p50=2,message="said \"no\"' + "\n" + r'then \\ stopped",passed=false'
         " 1700000000123"
     )
+
+
+def test_a_name_is_a_tag_or_a_field_never_both() -> None:
+    record = make_record(
+        "generation", {"device": "d", "context_tokens": 32}, {"context_tokens": 32, "ttft_ms": 4}
+    )
+    assert to_line(record).startswith("generation,context_tokens=32,device=d ttft_ms=4 ")

@@ -30,7 +30,7 @@ from influxdb_client.rest import ApiException
 
 from fleet.config import InfluxConfig
 from fleet.results.record import Record
-from fleet.results.spool import Rejected, Spool
+from fleet.results.spool import Pending, Rejected, Spool
 from fleet.results.store import Store
 
 # HTTP statuses worth waiting for: the server is starting, overloaded or behind a proxy that is.
@@ -63,12 +63,18 @@ class PushReport:
 
 
 def to_point(record: Record) -> Point:
-    """run_id and hashes stay fields (see docs/schema.md); numbers are already floats."""
+    """run_id and hashes stay fields (see docs/schema.md); numbers are already floats.
+
+    A name is a tag or a field, never both: a field that repeats a tag's name is left out.
+    """
+    fields = record.fields
+    if fields.keys() & record.tags.keys():
+        fields = {name: value for name, value in fields.items() if name not in record.tags}
     point: Point = Point.from_dict(
         {
             "measurement": record.measurement,
             "tags": record.tags,
-            "fields": record.fields,
+            "fields": fields,
             "time": record.time_ns // 1_000_000,
         },
         PRECISION,
@@ -88,18 +94,23 @@ class Answer:
 
 
 class Writer(Protocol):
-    def write(self, body: str) -> Answer: ...
+    def payload(self, lines: Sequence[str]) -> bytes: ...
+
+    def write(self, payload: bytes) -> Answer: ...
 
 
 class V1Writer:
-    """POST /write with db, rp and precision=ms; gzip, because result lines compress ~4x."""
+    """POST /write with db, rp and precision=ms; gzip (unless turned off): lines compress ~4x."""
 
     def __init__(self, config: InfluxConfig) -> None:
         params = {"db": config.database, "precision": "ms"}
         if config.retention_policy:
             params["rp"] = config.retention_policy
         self.url = f"{config.url}/write?{urlencode(params)}"
-        self.headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
+        self.gzip = config.gzip
+        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if config.gzip:
+            self.headers["Content-Encoding"] = "gzip"
         if config.token:
             self.headers["Authorization"] = f"Token {config.token.reveal()}"
         elif config.user:
@@ -109,11 +120,13 @@ class V1Writer:
             timeout=urllib3.Timeout(total=config.timeout_s), retries=False
         )
 
-    def write(self, body: str) -> Answer:
+    def payload(self, lines: Sequence[str]) -> bytes:
+        body = "\n".join(lines).encode()
+        return gzip.compress(body, 1) if self.gzip else body
+
+    def write(self, payload: bytes) -> Answer:
         try:
-            response = self.http.request(
-                "POST", self.url, body=gzip.compress(body.encode(), 1), headers=self.headers
-            )
+            response = self.http.request("POST", self.url, body=payload, headers=self.headers)
         except urllib3.exceptions.HTTPError as exc:
             return Answer(0, _reason(exc))
         return Answer(response.status, _message(response.data))
@@ -131,14 +144,17 @@ class V2Writer:
             token=config.token.reveal() if config.token else "",
             org=config.org,
             timeout=int(config.timeout_s * 1000),
-            enable_gzip=True,
+            enable_gzip=config.gzip,
         )
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
         self.bucket, self.org = config.bucket, config.org
 
-    def write(self, body: str) -> Answer:
+    def payload(self, lines: Sequence[str]) -> bytes:
+        return "\n".join(lines).encode()  # the client gzips it
+
+    def write(self, payload: bytes) -> Answer:
         try:
-            self.api.write(self.bucket, self.org, body, PRECISION)
+            self.api.write(self.bucket, self.org, payload, PRECISION)
         except ApiException as exc:
             return Answer(int(exc.status or 0), _message(exc.body or exc.reason or b""))
         except urllib3.exceptions.HTTPError as exc:
@@ -171,58 +187,62 @@ def _reason(exc: urllib3.exceptions.HTTPError) -> str:
     return str(cause) or type(cause).__name__
 
 
-class _Stop(Exception):
-    """The push cannot go on now: the server is down or refuses every write."""
+NO_FIELD = "no field with a finite value"
+
+
+@dataclass
+class _Delivery:
+    """What became of a batch: the caller records it in the spool (the sender never does)."""
+
+    sent: list[Pending] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    unsent: list[Pending] = field(default_factory=list)  # not tried because the push stopped
+    stop: str = ""  # why the push cannot go on now; empty while it can
+    span: tuple[int, int] | None = None  # the batch's span (see Spool.settle), if all delivered
 
 
 class _Sender:
-    """Sends one batch: retries while the time budget lasts, bisects rejected batches."""
+    """Delivers batches: retries while the push's time budget lasts, bisects refused batches."""
 
     def __init__(
-        self,
-        writer: Writer,
-        spool: Spool,
-        config: InfluxConfig,
-        sleep: Callable[[float], None],
+        self, writer: Writer, config: InfluxConfig, sleep: Callable[[float], None]
     ) -> None:
-        self.writer, self.spool, self.config, self.sleep = writer, spool, config, sleep
+        self.writer, self.config, self.sleep = writer, config, sleep
         self.deadline = time.monotonic() + config.retry_total_s
-        self.sent = 0
-        self.rejected: list[Rejected] = []
 
-    def send_batch(self, batch: Sequence[tuple[int, str, str]]) -> None:
-        """`batch` holds (record id, measurement, line) triples."""
-        for record_id, measurement, line in batch:
-            if not line:  # Point writes nothing when no field has a (finite) value
-                self._set_aside(Rejected(record_id, measurement, "no field with a finite value"))
-        self.send([item for item in batch if item[2]])
+    def deliver(self, batch: Sequence[Pending], payload: bytes, span: tuple[int, int]) -> _Delivery:
+        """`payload` is the writer's payload of `batch`, built while the last batch was sent."""
+        delivery = _Delivery()
+        self._send(batch, payload, delivery)
+        delivery.span = None if delivery.stop else span
+        return delivery
 
-    def send(self, batch: Sequence[tuple[int, str, str]]) -> None:
+    def _send(self, batch: Sequence[Pending], payload: bytes, delivery: _Delivery) -> None:
         if not batch:
             return
-        answer = self._post("\n".join(line for _, _, line in batch))
+        if delivery.stop:
+            delivery.unsent.extend(batch)
+            return
+        answer = self._post(payload)
         if 200 <= answer.status < 300:
-            self.spool.mark_sent([record_id for record_id, _, _ in batch])
-            self.sent += len(batch)
+            delivery.sent.extend(batch)
         elif answer.status in SPLIT_STATUSES and len(batch) > 1:
             # Resending the good half is harmless: same series and time overwrite.
             middle = len(batch) // 2
-            self.send(batch[:middle])
-            self.send(batch[middle:])
+            for half in (batch[:middle], batch[middle:]):
+                self._send(half, self.writer.payload([p.line for p in half]), delivery)
         elif answer.status in SPLIT_STATUSES:
-            record_id, measurement, _ = batch[0]
-            self._set_aside(Rejected(record_id, measurement, answer.message))
+            delivery.rejected.append(
+                Rejected(batch[0].record_id, batch[0].measurement, answer.message)
+            )
         else:
-            raise _Stop(self._explain(answer))
+            delivery.stop = self._explain(answer)
+            delivery.unsent.extend(batch)
 
-    def _set_aside(self, rejected: Rejected) -> None:
-        self.spool.set_aside(rejected)
-        self.rejected.append(rejected)
-
-    def _post(self, body: str) -> Answer:
+    def _post(self, payload: bytes) -> Answer:
         delay = FIRST_DELAY_S
         while True:
-            answer = self.writer.write(body)
+            answer = self.writer.write(payload)
             left = self.deadline - time.monotonic()
             if answer.status not in RETRY_STATUSES or left <= 0:
                 return answer
@@ -251,6 +271,32 @@ class _Sender:
         return f"{where} answered HTTP {answer.status}: {answer.message}; {fix}"
 
 
+class _Push:
+    """The push's tally, kept in the spool by the thread that reads it."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.sent = 0
+        self.rejected: list[Rejected] = []
+        self.unsent: list[Pending] = []
+        self.stop = ""
+
+    def take(self, delivery: _Delivery) -> None:
+        if delivery.sent or delivery.rejected or delivery.span:
+            self.spool.settle(delivery.sent, delivery.rejected, delivery.span)
+        self.sent += len(delivery.sent)
+        self.rejected += delivery.rejected
+        self.unsent += delivery.unsent
+        self.stop = self.stop or delivery.stop
+
+    def writable(self, batch: Sequence[Pending]) -> list[Pending]:
+        """The batch without records that have nothing to write; those are set aside."""
+        empty = [Rejected(p.record_id, p.measurement, NO_FIELD) for p in batch if not p.line]
+        if empty:  # Point writes nothing when no field has a (finite) value
+            self.take(_Delivery(rejected=empty))
+        return [p for p in batch if p.line]
+
+
 @contextmanager
 def _writer(config: InfluxConfig) -> Iterator[Writer]:
     writer = V1Writer(config) if config.dialect == "v1" else V2Writer(config)
@@ -260,11 +306,12 @@ def _writer(config: InfluxConfig) -> Iterator[Writer]:
         writer.close()
 
 
-def _batches(spool: Spool, size: int) -> Iterator[list[tuple[int, str, str]]]:
+def _batches(spool: Spool, size: int) -> Iterator[tuple[int, list[Pending]]]:
+    """(after, batch): the pending records above `after`, `size` at a time."""
     after = 0
-    while rows := spool.pending(size, after):
-        after = rows[-1][0]
-        yield [(record_id, record.measurement, to_line(record)) for record_id, record in rows]
+    while batch := spool.pending(size, to_line, after):
+        yield after, batch
+        after = batch[-1].record_id
 
 
 def push_pending(
@@ -272,20 +319,35 @@ def push_pending(
 ) -> PushReport:
     """Send every record not yet sent to this InfluxDB; never raises for a server that is down.
 
-    Lines for the next batch are built while the previous batch is on the wire.
+    The next batch is read, encoded and compressed while the previous one is on the wire. A
+    push that stops early keeps the lines of everything still pending, so that the next push
+    (after an outage, say) only reads and sends them.
     """
     spool = Spool(store, config.sink)
-    errors: list[str] = []
+    push = _Push(spool)
+    batches = _batches(spool, config.batch_size)
     with _writer(config) as writer, ThreadPoolExecutor(max_workers=1) as pool:
-        sender = _Sender(writer, spool, config, sleep)
-        in_flight: Future[None] | None = None
-        try:
-            for batch in _batches(spool, config.batch_size):
-                if in_flight is not None:
-                    in_flight.result()
-                in_flight = pool.submit(sender.send_batch, batch)
-            if in_flight is not None:
-                in_flight.result()
-        except _Stop as stop:
-            errors.append(str(stop))
-    return PushReport(sender.sent, sender.rejected, spool.count_pending(), errors)
+        sender = _Sender(writer, config, sleep)
+        in_flight: Future[_Delivery] | None = None
+        for after, pending in batches:
+            span = (after, pending[-1].record_id)
+            batch = push.writable(pending)
+            payload = writer.payload([p.line for p in batch])
+            done = in_flight.result() if in_flight is not None else _Delivery()
+            in_flight = None
+            if not done.stop:
+                # The next batch goes on the wire before the last one is recorded in the spool.
+                in_flight = pool.submit(sender.deliver, batch, payload, span)
+            push.take(done)
+            if done.stop:
+                push.unsent += batch
+                break
+        if in_flight is not None:
+            push.take(in_flight.result())
+    if push.stop:
+        spool.keep(push.unsent)
+        for _, rest in batches:  # encoded once now, only sent by the next push
+            spool.keep(rest)
+    return PushReport(
+        push.sent, push.rejected, spool.count_pending(), [push.stop] if push.stop else []
+    )

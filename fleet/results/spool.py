@@ -2,12 +2,22 @@
 
 A record is pending for a sink until the sink accepted it ("sent") or refused it for good
 ("rejected", with the server's reason). Keeping this next to the records means a crash or an
-outage loses nothing: whatever has no row here is sent by the next push.
+outage loses nothing: whatever is not settled here is sent by the next push.
+
+Records only ever get new, larger ids, and a push sends them in id order, so most of the state
+is one number per sink (`sinks.settled_through`: every record up to that id is settled); a
+row in `sent` is kept only for what that number cannot say: a refused record and its reason,
+or a record sent out of order (the rest of its batch could not be sent).
+
+A push that cannot finish keeps the line protocol of what it could not send (`lines`), so the
+next push sends ready strings and decodes and encodes nothing again. A line is dropped as soon
+as its record is settled: the store does not keep a second copy of every result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fleet.results.record import Record
@@ -21,6 +31,26 @@ CREATE TABLE IF NOT EXISTS sent (
     error TEXT,
     PRIMARY KEY (sink, record_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sinks (
+    sink TEXT PRIMARY KEY,
+    settled_through INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lines (
+    record_id INTEGER PRIMARY KEY REFERENCES records (id),
+    line TEXT NOT NULL
+);
+"""
+
+# One query per batch: the pending records after an id, oldest first, with the kept line if
+# there is one, else the record's own columns (decoding those is what a kept line saves).
+_PENDING = """
+SELECT r.id, r.measurement, l.line,
+       CASE WHEN l.line IS NULL THEN r.time_ns END,
+       CASE WHEN l.line IS NULL THEN r.tags END,
+       CASE WHEN l.line IS NULL THEN r.fields END
+FROM records r LEFT JOIN lines l ON l.record_id = r.id
+WHERE r.id > ? AND NOT EXISTS (SELECT 1 FROM sent s WHERE s.sink = ? AND s.record_id = r.id)
+ORDER BY r.id LIMIT ?
 """
 
 
@@ -33,6 +63,16 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A record waiting for a sink, as a line of line protocol (empty: nothing to write)."""
+
+    record_id: int
+    measurement: str
+    line: str
+    kept: bool  # the line came from the spool, not from encoding the record now
+
+
 class Spool:
     """The sending state of every stored record for one sink (named by `InfluxConfig.sink`)."""
 
@@ -42,41 +82,79 @@ class Spool:
         with store.lock:
             store.db.executescript(SCHEMA)
 
-    def pending(self, limit: int, after: int = 0) -> list[tuple[int, Record]]:
-        """Up to `limit` unsent records with ids above `after`, oldest first."""
+    def settled_through(self) -> int:
+        """Every record up to this id is settled for this sink; where pending ones start."""
         with self.store.lock:
-            rows = self.store.db.execute(
-                "SELECT r.id, r.measurement, r.time_ns, r.tags, r.fields FROM records r"
-                " WHERE r.id > ? AND NOT EXISTS"
-                " (SELECT 1 FROM sent s WHERE s.sink = ? AND s.record_id = r.id)"
-                " ORDER BY r.id LIMIT ?",
-                (after, self.sink, limit),
-            ).fetchall()
-        return [(row[0], row_to_record(row[1:])) for row in rows]
+            return self._settled_through(self.store.db)
+
+    def _settled_through(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT settled_through FROM sinks WHERE sink = ?", (self.sink,))
+        found = row.fetchone()
+        return int(found[0]) if found else 0
+
+    def pending(self, limit: int, encode: Callable[[Record], str], after: int = 0) -> list[Pending]:
+        """Up to `limit` unsettled records with ids above `after`, oldest first, as lines: the
+        kept line where there is one, else `encode(record)`."""
+        after = max(after, self.settled_through())
+        with self.store.lock:
+            rows = self.store.db.execute(_PENDING, (after, self.sink, limit)).fetchall()
+        return [
+            Pending(row[0], row[1], row[2], True)
+            if row[2] is not None
+            else Pending(row[0], row[1], encode(row_to_record((row[1], *row[3:]))), False)
+            for row in rows
+        ]
+
+    def keep(self, unsent: Iterable[Pending]) -> None:
+        """Keep the lines of records a push could not send, for the next push."""
+        with self.store.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO lines (record_id, line) VALUES (?, ?)",
+                [(p.record_id, p.line) for p in unsent if not p.kept],
+            )
+
+    def settle(
+        self,
+        sent: Sequence[Pending],
+        rejected: Sequence[Rejected] = (),
+        span: tuple[int, int] | None = None,
+    ) -> None:
+        """Mark records sent, or set aside with the server's reason, in one transaction.
+
+        `span` = (after, last) says that `pending(..., after)` returned a batch ending at
+        `last` and all of it is now sent or rejected: then every record up to `last` is settled
+        as soon as every record up to `after` is, and no row per sent record is needed.
+        """
+        with self.store.transaction() as db:
+            if span is not None and self._settled_through(db) >= span[0]:
+                db.execute(
+                    "INSERT INTO sinks (sink, settled_through) VALUES (?, ?)"
+                    " ON CONFLICT (sink) DO UPDATE"
+                    " SET settled_through = max(settled_through, excluded.settled_through)",
+                    (self.sink, span[1]),
+                )
+            else:
+                db.executemany(
+                    "INSERT OR REPLACE INTO sent (sink, record_id, state) VALUES (?, ?, 'sent')",
+                    [(self.sink, p.record_id) for p in sent],
+                )
+            db.executemany(
+                "INSERT OR REPLACE INTO sent (sink, record_id, state, error)"
+                " VALUES (?, ?, 'rejected', ?)",
+                [(self.sink, r.record_id, r.reason) for r in rejected],
+            )
+            done = [(p.record_id,) for p in sent if p.kept] + [(r.record_id,) for r in rejected]
+            db.executemany("DELETE FROM lines WHERE record_id = ?", done)
 
     def count_pending(self) -> int:
         with self.store.lock:
+            after = self._settled_through(self.store.db)
             row = self.store.db.execute(
-                "SELECT COUNT(*) FROM records r WHERE NOT EXISTS"
+                "SELECT COUNT(*) FROM records r WHERE r.id > ? AND NOT EXISTS"
                 " (SELECT 1 FROM sent s WHERE s.sink = ? AND s.record_id = r.id)",
-                (self.sink,),
+                (after, self.sink),
             ).fetchone()
         return int(row[0])
-
-    def mark_sent(self, record_ids: Sequence[int]) -> None:
-        with self.store.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO sent (sink, record_id, state) VALUES (?, ?, 'sent')",
-                [(self.sink, record_id) for record_id in record_ids],
-            )
-
-    def set_aside(self, rejected: Rejected) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO sent (sink, record_id, state, error)"
-                " VALUES (?, ?, 'rejected', ?)",
-                (self.sink, rejected.record_id, rejected.reason),
-            )
 
     def rejected(self) -> list[Rejected]:
         """Everything this sink refused so far, with the server's reasons."""
