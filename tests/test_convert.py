@@ -522,3 +522,31 @@ def test_convert_command_prints_a_row_per_variant(
         assert float(cells[4].rstrip("%")) > 97
     bad = CliRunner().invoke(convert_command, [str(ZOO / "digits_mlp.onnx"), "--to", "tflite:int4"])
     assert isinstance(bad.exception, ConfigError)
+
+
+def test_a_model_from_before_ir_4_converts_to_onnx_variants(tmp_path: Path) -> None:
+    """Old exporters (IR 3, opset <= 8 era) list every weight as a graph input too."""
+    rng = np.random.default_rng(3)
+    weight = numpy_helper.from_array(rng.normal(size=(64, 10)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "old",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [64, 10]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 3
+    source = tmp_path / "old.onnx"
+    onnx.save(model, source)
+    cache = ArtifactCache(tmp_path / "cache")
+    x = rng.random((1, 64), dtype=np.float32)
+    expected = x @ numpy_helper.to_array(weight)
+    for spec in ("onnx:fp16", "onnx:int8-dynamic"):
+        artifact = convert(source, Variant.parse(spec), cache=cache)
+        assert artifact.card["precision"] == spec.split(":")[1].split("-")[0]
+        got = run_in_runtime(artifact, x)
+        assert np.allclose(got, expected, atol=0.05 * np.abs(expected).max())

@@ -24,7 +24,7 @@ from fleet.errors import ConfigError, ConversionError
 log = logging.getLogger(__name__)
 
 # Bumped when fleet changes how it converts, so older cached artifacts are not reused.
-RECIPE = 1
+RECIPE = 2
 FP32 = Variant("onnx", "fp32")
 
 
@@ -192,8 +192,14 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
                 log.warning("%s: not keeping %s: %s", job.describe(), made, problem)
                 continue
             request = _request(job.source_sha, made, job.calibration_sha)
+            try:
+                made_card = model_card(file)
+            except ConfigError as exc:  # names the scratch file; the user needs the request
+                raise ConversionError(
+                    f"{job.describe()}: converted file is invalid: {exc}"
+                ) from exc
             card = {
-                **model_card(file),
+                **made_card,
                 "variant": made.spec(),
                 "source": job.source.name,
                 "source_sha256": job.source_sha,
@@ -215,16 +221,15 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
 def _onnx(job: _Job, work: Path) -> Path:
     target = work / "model.onnx"
     try:
+        origin = onnx_variants.weights_as_constants(job.origin, work)
         if job.variant.precision == "fp16":
-            onnx_variants.to_fp16(job.origin, target)
+            onnx_variants.to_fp16(origin, target)
         elif job.variant.mode == "dynamic":
-            onnx_variants.to_int8_dynamic(job.origin, work / "pre.onnx", target)
+            onnx_variants.to_int8_dynamic(origin, work / "pre.onnx", target)
         else:
             assert job.samples is not None  # convert() insists on calibration for static int8
             first_dim = job.inputs[0]["shape"][0]
-            onnx_variants.to_int8_static(
-                job.origin, work / "pre.onnx", target, job.samples, first_dim
-            )
+            onnx_variants.to_int8_static(origin, work / "pre.onnx", target, job.samples, first_dim)
     except Exception as exc:  # onnxruntime's tools raise many unrelated types
         raise ConversionError(
             f"{job.describe()}: onnxruntime failed: {type(exc).__name__}: {last_lines(str(exc))}"

@@ -49,6 +49,25 @@ def version() -> str:
     return str(onnxruntime.__version__)
 
 
+def weights_as_constants(source: Path, work: Path) -> Path:
+    """Old exporters (IR 3, opset <= 8 era) list every weight as a graph input too. The
+    converters then treat weights as inputs (fp16 keeps them float32; the quantizers drop
+    them and fail the checker). From IR 4 on, weights need not be inputs: drop them there."""
+    import onnx
+
+    model = onnx.load(str(source))
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) == len(model.graph.input):
+        return source
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = max(model.ir_version, 4)
+    cleaned = work / "weights-as-constants.onnx"
+    onnx.save(model, str(cleaned))
+    return cleaned
+
+
 def to_fp16(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
