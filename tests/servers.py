@@ -247,18 +247,24 @@ def fill_store(store: Store, runs: int = 2) -> list[Record]:
     """Store `runs` nightly runs (the last one ending now) with every measurement fleet writes.
 
     On the first night digits_cnn tflite:int8 times out on the Pi; everything else has numbers.
+    Each device also runs the decoder tiny_gpt: a result, then a generation record per context
+    length, shaped as the runner's `generation_record` makes them.
     """
     added = []
 
-    def add(measurement: str, tags: dict[str, object], fields: dict[str, object], at: int) -> None:
+    def add(
+        measurement: str, tags: Mapping[str, object], fields: Mapping[str, object], at: int
+    ) -> Record:
         added.append(make_record(measurement, tags, fields, at))
         store.add(added[-1])
+        return added[-1]
 
     first = time.time_ns() - (runs - 1) * DAY_NS - 60 * 10**9
     for night in range(runs):
         run_id = f"2026112{night}T020000Z-{night:06x}"
         start = first + night * DAY_NS
         store.start_run(run_id, "smoke", list(DEVICES))
+        results = []
         for d, (device, facts) in enumerate(DEVICES.items()):
             at = start + d * 10**7
             base = {"suite": "smoke", "device": device, "os": "linux", **facts}
@@ -285,16 +291,56 @@ def fill_store(store: Store, runs: int = 2) -> list[Record]:
                         valid=True,
                         passed=p50 < 10,
                     )
-                add("result", {**tags, "runtime": runtime}, fields, at + (v + 1) * 10**6)
-            llm = {**base, **case, "model": "tiny_gpt", "format": "onnx", "precision": "fp32"}
-            for context in (32, 96):  # as the runner writes them: the length is a tag
-                speed = {"ttft_ms": context / 8 * (d + 1), "decode_tokens_per_s": 80 / (d + 1)}
-                tags = {**llm, "runtime": "onnxruntime", "context_tokens": context}
-                add("generation", tags, {"run_id": run_id, "status": "ok", **speed}, at + 9)
-        summary = {"run_id": run_id, "exit_code": 1, "results": 12, "failed": 1}
-        add("run", {"suite": "smoke"}, {**summary, "duration_s": 40.0}, start + 10**8)
+                at += 10**6
+                results.append(add("result", {**tags, "runtime": runtime}, fields, at))
+            decoder = {**base, **case, "model": "tiny_gpt", "format": "onnx", "precision": "fp32"}
+            p50 = 2.0 * (d + 1) + night / 10
+            fields = {
+                "run_id": run_id,
+                "model_sha256": f"{len(VARIANTS):064x}",
+                "agent_version": "0.1.0",
+                "runtime_version": "1.32.0",
+                "status": "ok",
+                "latency_ms_p50": p50,
+                "latency_ms_p95": p50 * 1.2,
+                "peak_rss_mb": 73 + d,
+                "accuracy_top1": 0.53,
+                "iterations": 200,
+                "duration_s": 3.0,
+                "valid": True,
+                "passed": True,
+                "budget_failures": "",
+            }
+            at += 10**6
+            results.append(add("result", {**decoder, "runtime": "onnxruntime"}, fields, at))
+            for context in (32, 128):
+                ttft = context / 16 * (d + 1) + night / 10
+                figures = {
+                    "context_tokens": context,  # the runner moves it to the tags
+                    "ttft_ms": ttft,
+                    "prefill_tokens_per_s": context / ttft * 1000,
+                    "decode_tokens_per_s": 250 / (d + 1) - night,
+                    "decode_tokens": 32,
+                }
+                add(*generation(results[-1], figures), at + 1000)
+        failed = [r for r in results if r.status != "ok" or r.fields.get("passed") is False]
+        summary = {"run_id": run_id, "exit_code": 1, "results": len(results)}
+        summary.update(failed=len(failed), devices=",".join(DEVICES), duration_s=40.0)
+        add("run", {"suite": "smoke"}, summary, start + 10**8)
         store.finish_run(run_id, 1)
     return added
+
+
+def generation(
+    result: Record, figures: Mapping[str, float]
+) -> tuple[str, dict[str, object], dict[str, object]]:
+    """(measurement, tags, fields) of a decoder's figures at one context length, as
+    `fleet.runner.DeviceRun.generation_record` makes them from the case's result."""
+    tags: dict[str, object] = {**result.tags, "context_tokens": str(int(figures["context_tokens"]))}
+    kept = ("run_id", "model_sha256", "agent_version", "runtime_version", "valid", "status")
+    fields: dict[str, object] = {k: result.fields[k] for k in kept if k in result.fields}
+    fields.update({k: float(v) for k, v in figures.items() if k != "context_tokens"})
+    return "generation", tags, fields
 
 
 @pytest.fixture

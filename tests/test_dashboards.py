@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCE_UID = "fleet-influxdb"
+VARIABLES = ("suite", "device", "model", "precision")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -129,10 +130,10 @@ def test_dashboard_files_are_wired_to_the_provisioned_data_source() -> None:
             assert variable["datasource"]["uid"] == DATASOURCE_UID
             assert variable["multi"] and variable["includeAll"], variable["name"]
         names = {v["name"] for v in dashboard["templating"]["list"]}
-        assert names == {"suite", "device", "model", "precision"}
+        assert names == set(VARIABLES)
         for where, query in queries(dashboard):
             assert "from(bucket" not in query, f"{path.name} {where}: Flux is not InfluxQL"
-            if 'FROM "result"' in query:
+            if 'FROM "result"' in query or 'FROM "generation"' in query:
                 # The accuracy drop is about the other precisions, whatever $precision says.
                 filters = ["suite", "device", "model"]
                 filters += [] if "\"precision\" != 'fp32'" in query else ["precision"]
@@ -154,7 +155,43 @@ def test_provisioning_and_compose_agree_on_paths() -> None:
 
 def test_every_query_answers_with_data(influxdb_server: InfluxServer, results_store: Store) -> None:
     assert push_pending(results_store, InfluxConfig(url=influxdb_server.url)).pending == 0
-    assert check_dashboards(influxdb_server) > 3 * 2 * (4 + 5)
+    every = [load(path) for path in DASHBOARDS]
+    expected = sum(len(d["templating"]["list"]) + len(queries(d)) for d in every)
+    assert check_dashboards(influxdb_server) == 3 * expected  # three ways each
+
+
+def panel(dashboard: str, field: str) -> str:
+    """The query of the bar panel that shows `field` on that dashboard."""
+    (query,) = [
+        target["query"]
+        for p in panels(load(GRAFANA / "dashboards" / dashboard))
+        if p["type"] == "bargauge"
+        for target in p["targets"]
+        if f'last("{field}")' in target["query"]
+    ]
+    return query
+
+
+@pytest.mark.parametrize("field", ["ttft_ms", "decode_tokens_per_s"])
+def test_generation_panels_show_each_device_at_each_context_length(
+    influxdb_server: InfluxServer, results_store: Store, field: str
+) -> None:
+    push_pending(results_store, InfluxConfig(url=influxdb_server.url))
+    query = interpolate(panel("fleet-generation.json", field), dict.fromkeys(VARIABLES))
+    (result,) = influxdb_server.query(query)["results"]
+
+    shown = {
+        (s["tags"]["device"], s["tags"]["precision"], s["tags"]["context_tokens"]): value
+        for s in result["series"]
+        for _, value in s["values"]
+    }
+    latest = max(r.run_id for r in results_store.records(measurement="generation"))
+    stored = {
+        (r.tags["device"], r.tags["precision"], r.tags["context_tokens"]): r.fields[field]
+        for r in results_store.records(latest, measurement="generation")
+    }
+    assert len(stored) == 3 * 2  # three devices, two context lengths
+    assert shown == stored  # the latest night's figure, per device and context length
 
 
 def test_a_query_without_data_fails_the_check(influxdb_server: InfluxServer) -> None:
@@ -185,15 +222,20 @@ def lab_run(lab: Path, store: Path, suite: Path, env: dict[str, str]) -> str:
 def test_dashboards_on_a_real_lab_run(
     lab: Path, influxdb_server: InfluxServer, tmp_path: Path, fleet_home: Path
 ) -> None:
+    """A vision suite and the decoder suite (suites/llm.yaml), so every dashboard has data."""
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE % {"zoo": ROOT / "zoo"})
     env = {"FLEET_INFLUX_URL": influxdb_server.url}
-    lab_run(lab, tmp_path / "results.sqlite", suite, env)
+    for path in (suite, ROOT / "suites" / "llm.yaml"):
+        lab_run(lab, tmp_path / "results.sqlite", path, env)
     pushed = CliRunner().invoke(
         results, ["push", "--store", str(tmp_path / "results.sqlite")], env=env
     )
     assert pushed.exit_code == 0, pushed.output
 
     store = Store(tmp_path / "results.sqlite")
-    assert len(influxdb_server.points("result")) == len(store.records(measurement="result")) == 6
+    assert len(influxdb_server.points("result")) == len(store.records(measurement="result")) == 12
+    generation = store.records(measurement="generation")
+    assert len(influxdb_server.points("generation")) == len(generation) == 3 * 2 * 2
+    assert {r.tags["context_tokens"] for r in generation} == {"32", "128"}
     check_dashboards(influxdb_server)

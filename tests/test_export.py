@@ -34,7 +34,7 @@ def test_latest_run_is_the_default(results_store: Store) -> None:
 
 def test_csv_has_a_row_per_case_and_a_column_per_tag_and_field(results_store: Store) -> None:
     rows = list(csv.DictReader(io.StringIO(export(results_store, "csv", "20261120"))))
-    assert len(rows) == 12
+    assert len(rows) == 15
     assert all(set(TAG_KEYS) <= set(row) for row in rows)
     (timeout,) = [row for row in rows if row["status"] == "timeout"]
     assert (timeout["device"], timeout["format"], timeout["precision"]) == (
@@ -52,11 +52,11 @@ def test_csv_has_a_row_per_case_and_a_column_per_tag_and_field(results_store: St
 def test_junit_fails_budgets_and_timeouts_per_device(results_store: Store) -> None:
     root = ET.fromstring(export(results_store, "junit", FIRST))
     assert root.tag == "testsuites"
-    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("12", "4", "0")
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("15", "4", "0")
     suites = {s.get("name"): s for s in root}
     assert set(suites) == {"smoke@pi5-a", "smoke@orin-1", "smoke@lab1"}
     pi = suites["smoke@pi5-a"]
-    assert pi.get("tests") == "4"
+    assert pi.get("tests") == "5"
     assert pi.get("failures") == "1"
     (failure,) = pi.iter("failure")
     assert failure.get("type") == "timeout"

@@ -35,12 +35,12 @@ def test_v2_writes_every_result_and_they_read_back(
         for s in series
         for t, v in zip(s["timestamps"], s["values"], strict=True)
     }
-    assert len(stored) == 23
+    assert len(stored) == 29
     assert read == stored
     assert all(s["metric"]["suite"] == "smoke" and "run_id" not in s["metric"] for s in series)
     ttft = victoria_metrics_server.export('{__name__="generation_ttft_ms"}')
     assert sum(len(s["values"]) for s in ttft) == 12
-    assert {s["metric"]["context_tokens"] for s in ttft} == {"32", "96"}
+    assert {s["metric"]["context_tokens"] for s in ttft} == {"32", "128"}
 
 
 def test_v2_server_down_keeps_results_spooled(

@@ -26,14 +26,14 @@ def test_list_shows_every_run(results_store: Store) -> None:
         "20261120T020000Z-000000",
         "20261121T020000Z-000001",
     ]
-    assert all(line.split()[-2:] == ["12", "1"] for line in lines[2:])
+    assert all(line.split()[-2:] == ["15", "1"] for line in lines[2:])
 
 
 def test_show_prints_a_row_per_case(results_store: Store) -> None:
     result = invoke(results_store, "show", "20261120")
     assert result.exit_code == 0, result.output
     rows = result.output.splitlines()[2:]
-    assert len(rows) == 12
+    assert len(rows) == 15
     (timeout,) = [row.split() for row in rows if "timeout" in row]
     assert timeout[:5] == ["pi5-a", "digits_cnn", "tflite:int8", "litert/cpu", "timeout"]
     assert timeout[-1] == "NO"
@@ -75,7 +75,7 @@ def test_push_sends_then_has_nothing_left(
 
     first = invoke(results_store, "push", env=env)
     assert first.exit_code == 0, first.output
-    assert first.output == "InfluxDB: 44 sent, 0 rejected, 0 spooled\n"
+    assert first.output == "InfluxDB: 50 sent, 0 rejected, 0 spooled\n"
     again = invoke(results_store, "push", env=env)
     assert again.output == "InfluxDB: 0 sent, 0 rejected, 0 spooled\n"
 
@@ -87,7 +87,7 @@ def test_push_to_a_server_that_is_down_exits_2_and_says_why(
     config.write_text(f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\nretry_total_s = 0.2\n')
     result = invoke(results_store, "push", "--config", str(config))
     assert result.exit_code == 2
-    assert result.stdout == "InfluxDB: 0 sent, 0 rejected, 44 spooled\n"
+    assert result.stdout == "InfluxDB: 0 sent, 0 rejected, 50 spooled\n"
     assert "unreachable" in result.stderr
     assert "fleet results push" in result.stderr
 
@@ -109,4 +109,4 @@ def test_export_writes_the_chosen_format(results_store: Store, tmp_path: Path) -
     assert out.read_text().startswith("<?xml")
     result = invoke(results_store, "export", "--format", "csv", "--run", "20261121")
     assert result.exit_code == 0
-    assert len(result.output.splitlines()) == 13  # header + 12 cases
+    assert len(result.output.splitlines()) == 16  # header + 15 cases
