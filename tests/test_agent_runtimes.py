@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -39,10 +40,12 @@ def int8_io_tflite() -> Path:
     work.mkdir(parents=True, exist_ok=True)
     calib = work / "calib.npy"
     np.save(calib, np.load(CNN_CALIB)["inputs"].astype(np.float32))
+    source = work / CNN.name  # onnx2tf simplifies its input in place: never the zoo's file
+    shutil.copyfile(CNN, source)
     python = converter_python()
     subprocess.run(
         [
-            *(str(python), "-m", "onnx2tf", "-i", str(CNN), "-o", str(work), "-kat", "input"),
+            *(str(python), "-m", "onnx2tf", "-i", str(source), "-o", str(work), "-kat", "input"),
             *("-oiqt", "-qt", "per-channel", "-cind", "input", str(calib), "[0.0]", "[1.0]"),
         ],
         check=True,
