@@ -3,6 +3,7 @@ speaks the InfluxDB 2 write protocol. Read back through its export API."""
 
 from __future__ import annotations
 
+import pytest
 from servers import VictoriaMetricsServer, free_port
 
 from fleet.config import InfluxConfig, Secret
@@ -10,16 +11,23 @@ from fleet.results.influx import push_pending
 from fleet.results.store import Store
 
 
-def v2(url: str) -> InfluxConfig:
+def v2(url: str, gzip: bool = True) -> InfluxConfig:
     return InfluxConfig(
-        url=url, dialect="v2", bucket="fleet", org="lab", token=Secret("t"), retry_total_s=0.5
+        url=url,
+        dialect="v2",
+        bucket="fleet",
+        org="lab",
+        token=Secret("t"),
+        retry_total_s=0.5,
+        gzip=gzip,
     )
 
 
+@pytest.mark.parametrize("gzip", [True, False])
 def test_v2_writes_every_result_and_they_read_back(
-    victoria_metrics_server: VictoriaMetricsServer, results_store: Store
+    victoria_metrics_server: VictoriaMetricsServer, results_store: Store, gzip: bool
 ) -> None:
-    report = push_pending(results_store, v2(victoria_metrics_server.url))
+    report = push_pending(results_store, v2(victoria_metrics_server.url, gzip))
     assert (report.sent, report.pending, report.errors) == (len(results_store.records()), 0, [])
 
     # VictoriaMetrics names a field's series MEASUREMENT_FIELD and keeps tags as labels.

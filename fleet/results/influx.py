@@ -6,6 +6,10 @@ Two dialects share everything but the last step: `v1` POSTs line protocol to `/w
 record always becomes the same series and timestamp: sending it twice overwrites, never
 duplicates. Records leave the spool only when the server accepted them (HTTP 2xx) or
 refused them for good (HTTP 400, bisected down to the single bad line).
+
+A push is a pipeline of two threads: this one reads the next batch from the spool, encodes
+it and builds its payload while a sender thread has the previous one on the wire; the
+sender only talks to the server, and what it reports is written to the spool here.
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ class Writer(Protocol):
 
 
 class V1Writer:
-    """POST /write with db, rp and precision=ms; gzip (unless turned off): lines compress ~4x."""
+    """POST /write with db, rp and precision=ms; gzip unless turned off (lines shrink 4-6x)."""
 
     def __init__(self, config: InfluxConfig) -> None:
         params = {"db": config.database, "precision": "ms"}
