@@ -24,8 +24,9 @@ from fleet.config import InfluxConfig
 from fleet.errors import DeviceError, FleetError
 from fleet.inventory import Device
 from fleet.plan import Case, DevicePlan, Plan, make_plan
-from fleet.results.influx import PushReport, push_pending
+from fleet.results.influx import PushReport, push_pending, to_line
 from fleet.results.record import Record, make_record
+from fleet.results.spool import Pending, Spool
 from fleet.results.store import Store
 from fleet.suite import Suite, check_budgets
 from fleet.transport import Transport, connect
@@ -80,12 +81,15 @@ def run_suite(
     outcome = RunOutcome(new_run_id())
     artifacts, refused = prepare_artifacts(plan, report)
     agent = build_agent()
+    spool = Spool(store, influx.sink) if influx is not None else None
     store.start_run(outcome.run_id, suite.name, [d.name for d in devices])
     try:
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = {
                 pool.submit(
-                    DeviceRun(suite.name, dp, artifacts, refused, agent, store, outcome, report).run
+                    DeviceRun(
+                        suite.name, dp, artifacts, refused, agent, store, spool, outcome, report
+                    ).run
                 ): dp.device.name
                 for dp in plan.devices
             }
@@ -161,6 +165,7 @@ class DeviceRun:
         refused: Mapping[Key, str],
         agent: AgentApp,
         store: Store,
+        spool: Spool | None,
         outcome: RunOutcome,
         report: Reporter,
     ) -> None:
@@ -171,6 +176,7 @@ class DeviceRun:
         self.refused = refused
         self.agent = agent
         self.store = store
+        self.spool = spool
         self.outcome = outcome
         self.report = report
         self.sysinfo: dict[str, Any] = {}
@@ -307,9 +313,13 @@ class DeviceRun:
         return False
 
     def keep(self, record: Record) -> None:
-        """Store first, then everything else: a crash after this loses nothing."""
-        self.store.add(record)
+        """Store first, then everything else: a crash after this loses nothing. With InfluxDB
+        configured, the record's line is encoded now, while the device works, so the push at
+        the end only sends ready lines (docs/benchmarks.md, sink throughput)."""
+        record_id = self.store.add(record)
         self.outcome.records.append(record)
+        if self.spool is not None:
+            self.spool.keep([Pending(record_id, record.measurement, to_line(record), kept=False)])
 
     def tags(
         self, case: Case | None = None, extra: Mapping[str, str] | None = None
@@ -337,7 +347,10 @@ class DeviceRun:
     def device_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {"run_id": self.outcome.run_id, "status": "ok"}
         for key, value in self.sysinfo.items():
-            # "unavailable" is left out: a field must keep one type across devices and runs.
+            # "unavailable" is left out: a field must keep one type across devices and runs;
+            # arch and os are tags already.
+            if key in ("arch", "os"):
+                continue
             if isinstance(value, bool | int | float | str) and value != "unavailable":
                 fields[key] = value
         return fields
