@@ -11,7 +11,10 @@ from click.testing import CliRunner
 
 from fleet import lab as lab_lib
 from fleet.cli import main
+from fleet.errors import DeviceError
+from fleet.inventory import load_inventory
 from fleet.results.store import Store
+from fleet.transport import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "suites" / "smoke.yaml")
@@ -94,7 +97,7 @@ def test_unknown_host_key_is_refused(lab: Path, tmp_path: Path) -> None:
     (lab / "known_hosts").write_text("")
     code, output = run(lab, tmp_path / "results.sqlite", "lab1")
     assert code == 2
-    assert "unknown host key" in output and "ssh-keyscan" in output
+    assert "unknown host key SHA256:" in output and "ssh-keyscan" in output
 
 
 def test_device_with_stopped_sshd_is_reported_and_others_finish(lab: Path, tmp_path: Path) -> None:
@@ -164,3 +167,33 @@ def test_ssh_config_supplies_address_port_user_and_key(
     assert result.exit_code == 0, result.output
     (record,) = Store(tmp_path / "r.sqlite").records(measurement="result")
     assert (record.tags["device"], record.tags["device_class"]) == ("pi", "pi")
+
+
+def test_transport_puts_checks_and_gets_files_atomically(lab: Path, tmp_path: Path) -> None:
+    device = load_inventory(lab / "inventory.yaml").devices["lab1"]
+    transport = connect(device)
+    try:
+        local = tmp_path / "blob.bin"
+        local.write_bytes(bytes(range(256)) * 1000)
+        remote = f"{device.workdir}/blob.bin"
+        assert not transport.exists(remote)
+        transport.put(local, remote)
+        assert transport.exists(remote)
+        back = tmp_path / "back.bin"
+        transport.get(remote, back)
+        assert back.read_bytes() == local.read_bytes()
+        assert not [p for p in Path(device.workdir).iterdir() if p.suffix == ".tmp"]
+        with pytest.raises(DeviceError, match=r"lab1: sending blob.bin to /nonexistent/x failed"):
+            transport.put(local, "/nonexistent/x")
+        assert transport.check(["echo", "a b;c"]) == "a b;c"  # argv survives the shell
+    finally:
+        transport.close()
+
+
+def test_missing_key_file_names_the_inventory_line(lab: Path, tmp_path: Path) -> None:
+    text = (lab / "inventory.yaml").read_text().replace(str(lab / "id_ed25519"), "/nope/key")
+    (lab / "inventory.yaml").write_text(text)
+    code, output = run(lab, tmp_path / "r.sqlite", "lab1")
+    assert code == 2
+    assert "lab1: SSH key /nope/key not found; fix ansible_ssh_private_key_file" in output
+    assert "inventory.yaml:" in output

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import hashlib
 import os
 import shlex
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,37 @@ def _key_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
+    """Like paramiko's RejectPolicy, but the refusal names the key offered, so the user can
+    compare it with the device's own before trusting it."""
+
+    def __init__(self, device: Device, port: int, known_hosts: Path) -> None:
+        self.device = device
+        self.port = port
+        self.known_hosts = known_hosts
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        host = hostname.split("]")[0].lstrip("[")
+        raise HostKeyError(
+            self.device.name,
+            f"unknown host key {_fingerprint(key)} for {hostname} (not in {self.known_hosts});"
+            " compare it with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the device,"
+            f" then: ssh-keyscan -p {self.port} {host} >> {self.known_hosts}",
+        )
+
+
+@contextlib.contextmanager
+def _device_errors(device: str, what: str) -> Iterator[None]:
+    """A connection that breaks or a file that cannot be written is the device's problem, not
+    a bug in fleet: one line naming the device and the operation."""
+    try:
+        yield
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise DeviceError(device, f"{what} failed: {exc or type(exc).__name__}") from exc
+
+
 class SSHTransport(Transport):
     def __init__(self, device: Device) -> None:
         super().__init__(device)
@@ -52,11 +85,27 @@ class SSHTransport(Transport):
         key_files: list[str] | None = (
             [device.key_file] if device.key_file else config.get("identityfile")
         )
+        for key_file in key_files or []:
+            if not Path(key_file).expanduser().exists():
+                raise DeviceError(
+                    device.name,
+                    f"SSH key {key_file} not found; fix ansible_ssh_private_key_file"
+                    f" ({device.source}) or IdentityFile in ~/.ssh/config",
+                )
         known_hosts = _known_hosts(device)
         self.client = paramiko.SSHClient()
         if known_hosts.exists():
             self.client.load_host_keys(str(known_hosts))
-        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self.client.set_missing_host_key_policy(_RefuseUnknownKey(device, self.port, known_hosts))
+        try:
+            self._connect(key_files, known_hosts)
+        except BaseException:
+            self.client.close()  # paramiko keeps its transport thread and socket otherwise
+            raise
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def _connect(self, key_files: list[str] | None, known_hosts: Path) -> None:
+        device = self.device
         try:
             self.client.connect(
                 self.hostname,
@@ -78,13 +127,6 @@ class SSHTransport(Transport):
                 f" reinstalled: ssh-keygen -R '{name}' -f {known_hosts} and add the new key",
             ) from None
         except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(
-                    device.name,
-                    f"unknown host key for {_key_name(self.hostname, self.port)} (not in"
-                    f" {known_hosts}); if this is the right device: ssh-keyscan -p {self.port}"
-                    f" {self.hostname} >> {known_hosts}",
-                ) from None
             if isinstance(exc, paramiko.AuthenticationException):
                 raise DeviceError(
                     device.name,
@@ -100,23 +142,24 @@ class SSHTransport(Transport):
                 f"cannot reach {self.hostname}:{self.port} ({exc.strerror or exc});"
                 " is the device on and its sshd running?",
             ) from None
-        self._sftp: paramiko.SFTPClient | None = None
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            self._sftp = self.client.open_sftp()
+            with _device_errors(self.device.name, "opening SFTP (is the sftp subsystem on?)"):
+                self._sftp = self.client.open_sftp()
         return self._sftp
 
     def run(self, argv: Sequence[str], stdin: bytes = b"") -> Process:
         transport = self.client.get_transport()
         if transport is None:
             raise DeviceError(self.device.name, "SSH connection closed")
-        channel = transport.open_session()
-        channel.exec_command(shlex.join(argv))  # the one place argv becomes a shell string
-        if stdin:
-            channel.sendall(stdin)
-        channel.shutdown_write()
+        with _device_errors(self.device.name, f"running {argv[0]}"):
+            channel = transport.open_session()
+            channel.exec_command(shlex.join(argv))  # the one place argv becomes a shell string
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
         return Process(
             self.device.name,
             argv,
@@ -127,19 +170,27 @@ class SSHTransport(Transport):
         )
 
     def exists(self, remote: str) -> bool:
-        try:
-            self.sftp.stat(remote)
-        except FileNotFoundError:
-            return False
+        with _device_errors(self.device.name, f"checking {remote}"):
+            try:
+                self.sftp.stat(remote)
+            except FileNotFoundError:
+                return False
         return True
 
     def put(self, local: Path, remote: str) -> None:
-        tmp = f"{remote}.{os.getpid()}.tmp"
-        self.sftp.put(str(local), tmp)  # paramiko checks the size it wrote
-        self.sftp.posix_rename(tmp, remote)
+        tmp = f"{remote}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with _device_errors(self.device.name, f"sending {local.name} to {remote}"):
+            try:
+                self.sftp.put(str(local), tmp)  # paramiko checks the size it wrote
+                self.sftp.posix_rename(tmp, remote)
+            except BaseException:
+                with contextlib.suppress(OSError, paramiko.SSHException):
+                    self.sftp.remove(tmp)
+                raise
 
     def get(self, remote: str, local: Path) -> None:
-        self.sftp.get(remote, str(local))
+        with _device_errors(self.device.name, f"fetching {remote}"):
+            self.sftp.get(remote, str(local))
 
     def close(self) -> None:
         self.client.close()
