@@ -138,6 +138,8 @@ def _read(path: Path) -> tuple[str, dict[str, object]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -257,7 +259,8 @@ def _secret(
         return None
     try:
         return Secret(Path(file).expanduser().read_text(encoding="utf-8").strip())
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"{origin}: cannot read the {name} file {file} ({exc.strerror}); fix the path"
+            f"{origin}: cannot read the {name} file {file}"
+            f" ({getattr(exc, 'strerror', None) or 'not UTF-8 text'}); fix the path"
         ) from exc

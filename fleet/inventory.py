@@ -164,6 +164,8 @@ def _load_file(path: Path, inventory: Inventory) -> None:
     for host, hvars in hosts.items():
         device = _device(host, hvars, tuple(host_groups[host]), host_where[host], known_hosts)
         inventory.devices[host] = device
+    # As in Ansible, every host is in `all`, whether or not the file spells that group out.
+    inventory.groups["all"] = list(dict.fromkeys([*inventory.groups.get("all", []), *hosts]))
 
 
 def _mapping(path: Path, node: dict[str, Any], key: str) -> dict[str, Any]:

@@ -52,12 +52,16 @@ def load(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from exc
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader has no line mark
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
 
 
 def where(path: Path, node: Any, key: str | None = None) -> str:

@@ -105,3 +105,24 @@ def test_bad_inventory_names_file_and_line(tmp_path: Path, text: str, message: s
 def test_missing_inventory_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="inventory file not found"):
         load_inventory(tmp_path / "nope.yaml")
+
+
+def test_top_level_groups_without_all_still_make_all(tmp_path: Path) -> None:
+    inv = load_inventory(
+        write(tmp_path, "pis:\n  hosts:\n    p1: {}\ngpus:\n  hosts:\n    g1: {}\n")
+    )
+    assert [d.name for d in inv.select(["all"])] == ["p1", "g1"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"all:\n  hosts:\n    h\xff: {}\n", r"inventory.yaml: not UTF-8 text \(byte 18\)"),
+        (b"all:\n  hosts:\n    h\x07: {}\n", r"inventory.yaml: invalid YAML: .*#x0007"),
+    ],
+)
+def test_unreadable_text_is_a_config_error(tmp_path: Path, raw: bytes, message: str) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError, match=message):
+        load_inventory(path)
