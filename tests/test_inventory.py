@@ -117,7 +117,7 @@ def test_top_level_groups_without_all_still_make_all(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (b"all:\n  hosts:\n    h\xff: {}\n", r"inventory.yaml: not UTF-8 text \(byte 18\)"),
+        (b"all:\n  hosts:\n    h\xff: {}\n", r"inventory.yaml: not UTF-8 text \(byte 19\)"),
         (b"all:\n  hosts:\n    h\x07: {}\n", r"inventory.yaml: invalid YAML: .*#x0007"),
     ],
 )
