@@ -25,15 +25,12 @@ from fleet.errors import DeviceError, FleetError
 from fleet.inventory import Device
 from fleet.plan import Case, DevicePlan, Plan, make_plan
 from fleet.results.influx import PushReport, push_pending, to_line
-from fleet.results.record import Record, make_record
+from fleet.results.record import ERRORS, FINDINGS, Record, make_record
 from fleet.results.spool import Pending, Spool
 from fleet.results.store import Store
 from fleet.suite import Suite, check_budgets
 from fleet.transport import Transport, connect
 
-# Case outcomes that say "this model does not fit this device" (exit 1), as budgets do;
-# "refused": the conversion already lost more accuracy than the budget allows.
-FINDINGS = ("timeout", "out_of_memory", "refused")
 # Extra silence allowed beyond a case's own timeout before the agent is declared hung.
 AGENT_GRACE_S = 120.0
 
@@ -52,11 +49,22 @@ class RunOutcome:
         return [r for r in self.records if r.measurement == "result"]
 
     @property
+    def failed(self) -> list[Record]:
+        """Results that break the run's promise: findings, errors and broken budgets."""
+        return [
+            r
+            for r in self.results
+            if r.status in FINDINGS + ERRORS or r.fields.get("passed") is False
+        ]
+
+    @property
     def exit_code(self) -> int:
         statuses = {r.status for r in self.results}
-        if self.device_errors or statuses & {"invalid_model", "error"}:
+        # Nothing measured at all (every case skipped) is no pass: the devices lack runtimes.
+        nothing_ran = statuses == {"skipped"}
+        if self.device_errors or statuses & set(ERRORS) or nothing_ran:
             return 2
-        if statuses & set(FINDINGS) or any(r.fields.get("passed") is False for r in self.results):
+        if self.failed:
             return 1
         return 0
 
@@ -111,7 +119,6 @@ def run_record(
     suite: str, devices: Sequence[Device], outcome: RunOutcome, duration_s: float
 ) -> Record:
     """The run's summary, for the run list and the dashboards' annotations."""
-    failed = [r for r in outcome.results if r.status != "ok" or r.fields.get("passed") is False]
     return make_record(
         "run",
         {"suite": suite},
@@ -119,7 +126,7 @@ def run_record(
             "run_id": outcome.run_id,
             "exit_code": outcome.exit_code,
             "results": len(outcome.results),
-            "failed": len(failed),
+            "failed": len(outcome.failed),
             "devices": ",".join(d.name for d in devices),
             "duration_s": duration_s,
         },

@@ -11,11 +11,9 @@ from dataclasses import asdict
 
 from fleet.errors import ConfigError
 from fleet.results.compare import find_run, when
-from fleet.results.record import TAG_KEYS, Record
+from fleet.results.record import FINDINGS, TAG_KEYS, Record
 from fleet.results.store import RunInfo, Store
 
-# Outcomes that are the device's verdict on the model (a JUnit failure), not a broken run.
-FINDINGS = ("timeout", "out_of_memory")
 # Shown in a JUnit test case's output, in this order, when present.
 HEADLINE = ("latency_ms_p50", "latency_ms_p95", "throughput_ips", "peak_rss_mb", "accuracy_top1")
 

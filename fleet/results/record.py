@@ -24,8 +24,12 @@ TAG_KEYS = (
     "threads",
 )
 
-# Outcomes of one case; only "ok" carries measurements.
-STATUSES = ("ok", "skipped", "timeout", "out_of_memory", "invalid_model", "error", "refused")
+# Outcomes of one case besides "ok" (which alone carries measurements) and "skipped" (the
+# device lacks the runtime or provider). FINDINGS are the device's verdict on the model, like a
+# broken budget (exit 1); "refused": its conversion already lost more accuracy than allowed.
+# ERRORS mean the run itself went wrong (exit 2).
+FINDINGS = ("timeout", "out_of_memory", "refused")
+ERRORS = ("invalid_model", "error")
 
 
 def as_field(value: object) -> FieldValue:
