@@ -10,6 +10,7 @@ from typing import Any
 from fleet import yamlfile
 from fleet.artifacts.variant import Variant
 from fleet.errors import ConfigError
+from fleet.inventory import DEVICE_CLASSES
 
 # Measurement settings the agent understands, with their defaults.
 MEASURE_DEFAULTS: dict[str, float | int | str | list[int]] = {
@@ -39,6 +40,9 @@ MEASURE_DEFAULTS: dict[str, float | int | str | list[int]] = {
     "decode_tokens": 32,
     "generation_runs": 5,
 }
+
+# Settings where 0 makes no sense (0 runs, a batch of nothing, no time to finish).
+POSITIVE = {"min_iterations", "repetitions", "threads", "batch", "timeout_s", "max_seconds"}
 
 # Budget name -> (result field, True when the field must stay at or below the budget).
 BUDGETS: dict[str, tuple[str, bool]] = {
@@ -129,6 +133,11 @@ def load_suite(path: Path) -> Suite:
     classes: dict[str, ClassOverride] = {}
     raw_classes = _mapping(path, data, "classes")
     for cls, override in raw_classes.items():
+        if cls not in DEVICE_CLASSES:
+            raise ConfigError(
+                f"{yamlfile.where(path, raw_classes, cls)}: unknown device class {cls!r};"
+                f" expected one of {', '.join(DEVICE_CLASSES)}"
+            )
         if not isinstance(override, dict):
             raise ConfigError(f"{yamlfile.where(path, raw_classes, cls)}: must be a mapping")
         _no_unknown(path, override, {"measure", "budgets"}, f"classes.{cls}")
@@ -160,6 +169,9 @@ def _model(path: Path, node: Any) -> ModelSpec:
         variants = tuple(Variant.parse(v) for v in raw)
     except ConfigError as exc:
         raise ConfigError(f"{yamlfile.where(path, node, 'variants')}: {exc}") from None
+    if len(set(variants)) != len(variants):
+        dup = next(v for v in variants if variants.count(v) > 1)
+        raise ConfigError(f"{yamlfile.where(path, node, 'variants')}: variant {dup} appears twice")
     return ModelSpec(
         name=node["name"],
         path=_file(path, node, "path"),
@@ -209,11 +221,14 @@ def _measure(path: Path, node: dict[str, Any]) -> dict[str, Any]:
         )
         if isinstance(default, int) and not isinstance(default, bool) and ok:
             ok = isinstance(value, int)
+        if key in POSITIVE and ok:
+            ok = value > 0
         if not ok:
             expected = type(default).__name__ if not isinstance(default, list) else "list of int"
+            sign = "positive" if key in POSITIVE else "non-negative"
             raise ConfigError(
                 f"{yamlfile.where(path, measure, key)}: measure.{key} must be a"
-                f" non-negative {expected}, not {value!r}"
+                f" {sign} {expected}, not {value!r}"
             )
     return dict(measure)
 

@@ -92,7 +92,7 @@ def test_budgets_judge_only_what_was_measured() -> None:
         ),
         (
             "name: s\nmeasure:\n  min_iterations: many\nmodels:\n  - {name: m, path: MODEL}\n",
-            r"suite.yaml:3: measure.min_iterations must be a non-negative int",
+            r"suite.yaml:3: measure.min_iterations must be a positive int",
         ),
         (
             "name: s\nbudgets:\n  p95: 3\nmodels:\n  - {name: m, path: MODEL}\n",
@@ -107,6 +107,18 @@ def test_budgets_judge_only_what_was_measured() -> None:
             r"model name 'm' appears twice",
         ),
         ("name: s\nmodels:\n  - {name: m}\n", r"suite.yaml:3: model needs 'path'"),
+        (
+            "name: s\nclasses:\n  jetsn: {}\nmodels:\n  - {name: m, path: MODEL}\n",
+            r"suite.yaml:3: unknown device class 'jetsn'",
+        ),
+        (
+            "name: s\nmodels:\n  - {name: m, path: MODEL, variants: [onnx:fp16, onnx:fp16]}\n",
+            r"suite.yaml:3: variant onnx:fp16 appears twice",
+        ),
+        (
+            "name: s\nmeasure:\n  batch: 0\nmodels:\n  - {name: m, path: MODEL}\n",
+            r"suite.yaml:3: measure.batch must be a positive int",
+        ),
         ("name: s\nmodels: [\n", r"suite.yaml:\d+: invalid YAML"),
     ],
 )
