@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,8 @@ def build_agent(cache: Path | None = None) -> AgentApp:
     folder.mkdir(parents=True, exist_ok=True)
     app = AgentApp(folder / f"agent-{sha[:12]}.pyz", sha)
     if not app.path.exists():
-        tmp = app.path.with_suffix(".tmp")
+        # A name of its own per writer: two runs may build the same agent at once.
+        tmp = app.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(app.path)
     return app

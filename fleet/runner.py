@@ -189,22 +189,27 @@ class DeviceRun:
         self.sysinfo: dict[str, Any] = {}
         self.agent_version = ""
         self.agent_path = f"{self.device.workdir}/{agent.name}"
+        self.outputs = f"{self.device.workdir}/outputs/{outcome.run_id}"
         self.reference_accuracy: dict[str, float] = {}
 
     def run(self) -> None:
-        self.report(self.device.name, "connecting")
-        transport = connect(self.device)
         try:
-            job, cases = self.push(transport)
-            self.report(self.device.name, f"running {len(cases)} case(s)")
-            if cases:
-                self.converse(transport, job, cases)
-        finally:
-            transport.close()
-        for case in self.plan.cases:
-            reason = self.refused.get((case.model.name, str(case.variant)))
-            if reason is not None:
-                self.keep(self.refused_record(case, reason))
+            self.report(self.device.name, "connecting")
+            transport = connect(self.device)
+            try:
+                job, cases = self.push(transport)
+                self.report(self.device.name, f"running {len(cases)} case(s)")
+                if cases:
+                    self.converse(transport, job, cases)
+                # The FP32 outputs only served this run's comparisons.
+                transport.check(["rm", "-rf", self.outputs])
+            finally:
+                transport.close()
+        finally:  # a refusal is decided before device time: kept even if the device failed
+            for case in self.plan.cases:
+                reason = self.refused.get((case.model.name, str(case.variant)))
+                if reason is not None:
+                    self.keep(self.refused_record(case, reason))
 
     def push(self, transport: Transport) -> tuple[dict[str, Any], dict[str, Case]]:
         """Send the agent, artifacts and data sets the device lacks; build the job."""
@@ -212,7 +217,7 @@ class DeviceRun:
         transport.check(["mkdir", "-p", f"{workdir}/cache", f"{workdir}/outputs"])
         self.send(transport, self.agent.path, self.agent_path)
         job_cases, cases = [], {}
-        outputs = f"{workdir}/outputs/{self.outcome.run_id}"
+        outputs = self.outputs
         transport.check(["mkdir", "-p", outputs])
         for case in self.plan.cases:
             if (case.model.name, str(case.variant)) in self.refused:

@@ -61,6 +61,9 @@ def test_smoke_suite_on_three_lab_devices(lab: Path, tmp_path: Path) -> None:
         assert f["load_ms"] > 0
         assert f["accuracy_top1"] > 0.95
         assert f["passed"] is True and f["run_id"] == run_info.run_id
+    for device in lab_lib.load(lab):  # the FP32 outputs were for this run's comparisons only
+        assert (Path(device.workdir) / "outputs").is_dir()
+        assert not (Path(device.workdir) / "outputs" / run_info.run_id).exists()
     facts = store.records(run_info.run_id, "device")
     assert {r.tags["device"] for r in facts} == {"lab1", "lab2", "lab3"}
     assert all(r.tags["arch"] not in ("", "unknown") for r in facts)
