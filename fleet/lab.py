@@ -269,7 +269,7 @@ def status(folder: Path) -> list[tuple[LabDevice, bool]]:
 
 def stop_device(device: LabDevice) -> None:
     """Stop one device's sshd and everything it started (sessions, agents, workers)."""
-    pids = [*_descendants(device.pid), device.pid]
+    pids = [*_descendants(device.pid), device.pid] if _is_our_sshd(device) else []
     if device.cgroup:
         procs = Path(device.cgroup) / "cgroup.procs"
         if procs.exists():
@@ -280,6 +280,18 @@ def stop_device(device: LabDevice) -> None:
     _reap(device.pid)
     if device.cgroup:
         _remove_cgroup(Path(device.cgroup))
+
+
+def _is_our_sshd(device: LabDevice) -> bool:
+    """The recorded pid may be stale (a reboot, or the lab already stopped) and reused by
+    an unrelated process: only an sshd running this device's config is ours to kill."""
+    config = str(Path(device.workdir).parent / "sshd_config")
+    try:
+        cmdline = Path(f"/proc/{device.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    # sshd rewrites its title ("sshd: /usr/sbin/sshd -D -f CONFIG ..."): a substring test.
+    return config.encode() in cmdline
 
 
 def _remove_cgroup(group: Path) -> None:

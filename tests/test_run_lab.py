@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import subprocess
 from pathlib import Path
@@ -200,3 +201,18 @@ def test_missing_key_file_names_the_inventory_line(lab: Path, tmp_path: Path) ->
     assert code == 2
     assert "lab1: SSH key /nope/key not found; fix ansible_ssh_private_key_file" in output
     assert "inventory.yaml:" in output
+
+
+def test_lab_down_never_kills_a_process_that_reused_a_stale_pid(tmp_path: Path) -> None:
+    folder = tmp_path / "stale-lab"
+    (device,) = lab_lib.up(folder, 1)
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        lab_lib.stop_device(device)
+        stale = dataclasses.replace(device, pid=stranger.pid, cgroup=None)
+        lab_lib.stop_device(stale)  # e.g. lab.json from before a reboot
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+        lab_lib.down(folder)
