@@ -29,7 +29,7 @@ from fleet.results.record import ERRORS, FINDINGS, Record, make_record
 from fleet.results.spool import Pending, Spool
 from fleet.results.store import Store
 from fleet.suite import Suite, check_budgets
-from fleet.transport import Transport, connect
+from fleet.transport import Process, Transport, connect
 
 # Extra silence allowed beyond a case's own timeout before the agent is declared hung.
 AGENT_GRACE_S = 120.0
@@ -43,6 +43,7 @@ class RunOutcome:
     records: list[Record] = field(default_factory=list)
     device_errors: dict[str, str] = field(default_factory=dict)
     push: PushReport | None = None
+    running: list[Process] = field(default_factory=list, repr=False)  # agents at work now
 
     @property
     def results(self) -> list[Record]:
@@ -101,12 +102,18 @@ def run_suite(
                 ): dp.device.name
                 for dp in plan.devices
             }
-            for future, name in futures.items():
-                try:
-                    future.result()
-                except FleetError as exc:
-                    outcome.device_errors[name] = str(exc)
-                    report(name, f"ERROR {exc}")
+            try:
+                for future, name in futures.items():
+                    try:
+                        future.result()
+                    except FleetError as exc:
+                        outcome.device_errors[name] = str(exc)
+                        report(name, f"ERROR {exc}")
+            except KeyboardInterrupt:
+                # Stop the agents rather than wait for them; what they sent is stored.
+                for process in list(outcome.running):
+                    process.kill()
+                raise
     finally:
         store.add(run_record(suite.name, devices, outcome, time.monotonic() - started))
         store.finish_run(outcome.run_id, outcome.exit_code)
@@ -274,6 +281,13 @@ class DeviceRun:
         proc = transport.run(
             [self.device.python, self.agent_path, "serve"], stdin=json.dumps(job).encode() + b"\n"
         )
+        self.outcome.running.append(proc)
+        try:
+            self.read_events(proc, job, cases)
+        finally:
+            self.outcome.running.remove(proc)
+
+    def read_events(self, proc: Process, job: dict[str, Any], cases: dict[str, Case]) -> None:
         idle = max(float(c["timeout_s"]) for c in job["cases"]) + AGENT_GRACE_S
         done = False
         for line in proc.lines(idle_timeout=idle):

@@ -23,6 +23,9 @@ class _Main(click.Group):
         except FleetError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.secho("interrupted; every result received so far is in the store", err=True)
+            sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:

@@ -30,7 +30,7 @@ class Process:
         self.device = device
         self.argv = list(argv)
         self._wait = wait
-        self._kill = kill
+        self.kill = kill  # stops the command (on SSH: closes its channel)
         self._lines: queue.Queue[object] = queue.Queue()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         threading.Thread(target=self._pump, args=(stdout,), daemon=True).start()
@@ -55,7 +55,7 @@ class Process:
             try:
                 item = self._lines.get(timeout=idle_timeout)
             except queue.Empty:
-                self._kill()
+                self.kill()
                 raise DeviceError(
                     self.device, f"no output for {idle_timeout:g} s from {self.argv[0]}; stopped it"
                 ) from None

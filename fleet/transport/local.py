@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fleet.transport.base import Process, Transport
+
+
+def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """The agent needs no database credentials: keep them out of its environment."""
+    return {k: v for k, v in env.items() if not k.startswith("FLEET_INFLUX_")}
 
 
 class LocalTransport(Transport):
@@ -17,12 +24,22 @@ class LocalTransport(Transport):
 
     def run(self, argv: Sequence[str], stdin: bytes = b"") -> Process:
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_without_secrets(os.environ),
+            start_new_session=True,  # its own process group: stopping it stops its workers too
         )
         assert proc.stdin and proc.stdout and proc.stderr
         proc.stdin.write(stdin)
         proc.stdin.close()
-        return Process(self.device.name, argv, proc.stdout, proc.stderr, proc.wait, proc.kill)
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        return Process(self.device.name, argv, proc.stdout, proc.stderr, proc.wait, kill)
 
     def exists(self, remote: str) -> bool:
         return self._path(remote).exists()
