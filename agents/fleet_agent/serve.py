@@ -139,7 +139,10 @@ def _events(stdout: str) -> Tuple[List[Dict[str, Any]], str]:
     stage = "start"
     for line in stdout.splitlines():
         if line.startswith("{"):
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:  # a runtime's own output that happens to start with "{"
+                continue
             if event.get("event") == "stage":
                 stage = str(event["stage"])
             else:
