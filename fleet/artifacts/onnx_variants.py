@@ -90,8 +90,12 @@ def _pre_process(source: Path, target: Path) -> Path:
 def to_int8_dynamic(source: Path, work: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    options = OPTIONS["int8-dynamic"]
     quantize_dynamic(
-        _pre_process(source, work), target, weight_type=QuantType.QInt8, per_channel=False
+        _pre_process(source, work),
+        target,
+        weight_type=QuantType[options["weight_type"]],
+        per_channel=options["per_channel"],
     )
 
 
@@ -116,14 +120,16 @@ def to_int8_static(
         def get_next(self) -> Mapping[str, np.ndarray] | None:
             return next(self._parts, None)
 
+    # Built from OPTIONS, which is also the cache key: the two cannot drift apart.
+    options = OPTIONS["int8-static"]
     quantize_static(
         _pre_process(source, work),
         target,
         Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        per_channel=False,
-        op_types_to_quantize=STATIC_OPS,
+        quant_format=QuantFormat[options["quant_format"]],
+        activation_type=QuantType[options["activation_type"]],
+        weight_type=QuantType[options["weight_type"]],
+        calibrate_method=CalibrationMethod[options["calibrate_method"]],
+        per_channel=options["per_channel"],
+        op_types_to_quantize=options["op_types_to_quantize"],
     )
