@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal."""
+"""Plain-text tables for the terminal: the one renderer, and the results table of a run."""
 
 from __future__ import annotations
 
@@ -7,58 +7,83 @@ from collections.abc import Sequence
 from fleet.results.record import Record
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
-    lines = [headers, ["-" * w for w in widths], *rows]
-    return "\n".join(
-        "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=False)).rstrip()
-        for line in lines
-    )
+def format_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None
+) -> str:
+    """Aligned plain text: numbers to the right, words to the left; the title above."""
+    head = [] if title is None else [title]
+    if not rows:
+        return "\n".join([*head, "(nothing yet)"])
+    cells = [columns, *rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(columns))]
+    lines = [
+        "  ".join(
+            (c.rjust(w) if right else c.ljust(w))
+            for c, w, right in zip(row, widths, numeric, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
+    return "\n".join([*head, *lines])
 
 
-def _num(record: Record, name: str, fmt: str) -> str:
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return cell in ("", "-")
+    return True
+
+
+def number(record: Record, name: str, fmt: str = ".3f") -> str:
+    """The field `name` of `record` as a table cell; "-" where it has none."""
     value = record.number(name)
     return "-" if value is None else format(value, fmt)
 
 
-def results_table(records: Sequence[Record]) -> str:
-    """One row per device and case: the figures people look at first, and the verdict."""
-    rows = []
-    for r in sorted(records, key=lambda r: (r.tags.get("device", ""), r.tags.get("model", ""))):
-        if r.measurement != "result":
-            continue
-        if r.status != "ok":
-            verdict = r.status.upper()
-        elif r.fields.get("passed") is False:
-            verdict = "FAIL"
-        else:
-            verdict = "pass"
-        if r.fields.get("valid") is False:
-            verdict += " (noisy)"
-        rows.append(
-            [
-                r.tags.get("device", "?"),
-                r.tags.get("model", "?"),
-                f"{r.tags.get('format', '?')}:{r.tags.get('precision', '?')}",
-                r.tags.get("provider", "?"),
-                _num(r, "latency_ms_p50", ".3f"),
-                _num(r, "latency_ms_p95", ".3f"),
-                _num(r, "peak_rss_mb", ".0f"),
-                _num(r, "accuracy_top1", ".4f"),
-                _num(r, "accuracy_drop_pp", "+.2f"),
-                verdict,
-            ]
-        )
-    headers = [
-        "device",
-        "model",
-        "variant",
-        "provider",
-        "p50 ms",
-        "p95 ms",
-        "peak MB",
-        "top1",
-        "drop pp",
-        "result",
+def _verdict(record: Record) -> str:
+    if record.status != "ok":
+        verdict = record.status.upper()
+    elif record.fields.get("passed") is False:
+        verdict = "FAIL"
+    else:
+        verdict = "pass"
+    return verdict + (" (noisy)" if record.fields.get("valid") is False else "")
+
+
+RESULT_COLUMNS = (
+    "device",
+    "model",
+    "variant",
+    "runtime",
+    "p50 ms",
+    "p95 ms",
+    "peak MB",
+    "top-1",
+    "drop pp",
+    "result",
+)
+
+
+def results_table(records: Sequence[Record], title: str | None = None) -> str:
+    """One row per device and case: the figures people look at first, and the verdict.
+
+    `fleet run` prints it at the end of a run and `fleet results show` for a stored one.
+    """
+    rows = [
+        [
+            r.tags.get("device", "?"),
+            r.tags.get("model", "?"),
+            f"{r.tags.get('format', '?')}:{r.tags.get('precision', '?')}",
+            f"{r.tags.get('runtime', '?')}/{r.tags.get('provider', '?')}",
+            number(r, "latency_ms_p50"),
+            number(r, "latency_ms_p95"),
+            number(r, "peak_rss_mb", ".0f"),
+            number(r, "accuracy_top1", ".4f"),
+            number(r, "accuracy_drop_pp", "+.2f"),
+            _verdict(r),
+        ]
+        for r in sorted(records, key=lambda r: (r.tags.get("device", ""), r.tags.get("model", "")))
+        if r.measurement == "result"
     ]
-    return format_table(headers, rows)
+    return format_table(RESULT_COLUMNS, rows, title)

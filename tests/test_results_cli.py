@@ -32,11 +32,24 @@ def test_list_shows_every_run(results_store: Store) -> None:
 def test_show_prints_a_row_per_case(results_store: Store) -> None:
     result = invoke(results_store, "show", "20261120")
     assert result.exit_code == 0, result.output
-    rows = result.output.splitlines()[2:]
+    title, header, *rows = result.output.splitlines()
+    assert title.startswith("run 20261120T020000Z-000000 (smoke, started ")
+    assert header.split() == [
+        "device", "model", "variant", "runtime", "p50", "ms", "p95", "ms", "peak", "MB",
+        "top-1", "drop", "pp", "result",
+    ]  # fmt: skip
     assert len(rows) == 15
-    (timeout,) = [row.split() for row in rows if "timeout" in row]
-    assert timeout[:5] == ["pi5-a", "digits_cnn", "tflite:int8", "litert/cpu", "timeout"]
-    assert timeout[-1] == "NO"
+    # The table `fleet run` printed for the run: a verdict per case, numbers where it has them.
+    (timeout,) = [row.split() for row in rows if "TIMEOUT" in row]
+    assert timeout == ["pi5-a", "digits_cnn", "tflite:int8", "litert/cpu", *["-"] * 5, "TIMEOUT"]
+    failed = [row.split()[:3] for row in rows if row.endswith("FAIL")]
+    assert failed == [
+        ["lab1", "digits_cnn", "onnx:fp32"],
+        ["lab1", "digits_cnn", "tflite:int8"],
+        ["orin-1", "digits_cnn", "onnx:fp32"],
+    ]  # over the 10 ms budget
+    assert sum(row.endswith("pass") for row in rows) == 11
+    assert rows[0].split()[4:9] == ["18.000", "21.600", "72", "0.9700", "+0.00"]
 
 
 def test_compare_puts_devices_side_by_side(results_store: Store) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
 from fleet.artifacts import KNOWN, convert_all, parse_list, read_card
+from fleet.report import format_table
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -36,11 +37,12 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 def convert(source: Path, variants: str, calibration: Path | None, dataset: Path | None) -> None:
     """Convert SOURCE (.onnx) to each variant; converted files are cached by content."""
     artifacts = convert_all(source, parse_list(variants), calibration=calibration, dataset=dataset)
-    rows = [("variant", "size_mb", "params", "sha256", "agreement", "drop_pp", "path")]
+    columns = ["variant", "size_mb", "params", "sha256", "agreement", "drop_pp", "path"]
+    rows = []
     for artifact in artifacts:
         fidelity: Mapping[str, Any] = artifact.card.get("fidelity", {})
         rows.append(
-            (
+            [
                 str(artifact.variant),
                 f"{artifact.card['model_size_mb']:.3f}",
                 str(artifact.card["params"]),
@@ -48,9 +50,9 @@ def convert(source: Path, variants: str, calibration: Path | None, dataset: Path
                 _number(fidelity.get("agreement_top1"), "{:.2%}"),
                 _number(fidelity.get("accuracy_drop_pp"), "{:+.2f}"),
                 str(artifact.path),
-            )
+            ]
         )
-    _table(rows)
+    click.echo(format_table(columns, rows))
 
 
 @click.group()
@@ -87,10 +89,3 @@ def _number(value: Any, fmt: str) -> str:
         if value is None
         else str(value)
     )
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        click.echo("  ".join(cells).rstrip())

@@ -37,7 +37,7 @@ def results() -> None:
 @store_option
 def list_runs(store_path: Path | None) -> None:
     """The runs in the store, oldest first."""
-    click.echo(runs_table(_store(store_path)).render())
+    click.echo(runs_table(_store(store_path)))
 
 
 @results.command()
@@ -45,7 +45,7 @@ def list_runs(store_path: Path | None) -> None:
 @store_option
 def show(run_id: str | None, store_path: Path | None) -> None:
     """The results of RUN_ID (a unique prefix will do; default: the latest run)."""
-    click.echo(run_table(_store(store_path), run_id).render())
+    click.echo(run_table(_store(store_path), run_id))
 
 
 @results.command()
@@ -58,7 +58,7 @@ def compare(
     by: str, model: str | None, metric: str, run_id: str | None, store_path: Path | None
 ) -> None:
     """One row per model variant, one column per device (or other tag)."""
-    click.echo(compare_table(_store(store_path), by, model, metric, run_id).render())
+    click.echo(compare_table(_store(store_path), by, model, metric, run_id))
 
 
 @results.command()

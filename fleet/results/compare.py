@@ -8,43 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from fleet.errors import ConfigError
+from fleet.report import format_table, number, results_table
 from fleet.results.record import TAG_KEYS, Record
 from fleet.results.store import RunInfo, Store
 
 # What identifies a model variant on a device, apart from the device itself.
 VARIANT_KEYS = ("model", "format", "precision", "runtime", "provider", "batch", "threads")
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-
-    def render(self) -> str:
-        """Aligned plain text: numbers to the right, words to the left."""
-        cells = [self.columns, *self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        numeric = [all(_is_number(row[i]) for row in self.rows) for i in range(len(widths))]
-        lines = [
-            "  ".join(
-                (c.rjust(w) if right else c.ljust(w))
-                for c, w, right in zip(row, widths, numeric, strict=True)
-            ).rstrip()
-            for row in cells
-        ]
-        return "\n".join([self.title, *lines]) if self.rows else f"{self.title}\n(nothing yet)"
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return cell in ("", "-")
-    return True
 
 
 def when(time_ns: int) -> str:
@@ -67,7 +38,7 @@ def find_run(store: Store, run_id: str | None) -> RunInfo:
     return matches[0]
 
 
-def runs_table(store: Store) -> Table:
+def runs_table(store: Store) -> str:
     rows = [
         [
             run.run_id,
@@ -80,40 +51,14 @@ def runs_table(store: Store) -> Table:
         for run in store.runs()
     ]
     columns = ["run", "suite", "devices", "started (UTC)", "results", "exit"]
-    return Table(f"runs in {store.path}", columns, rows)
+    return format_table(columns, rows, f"runs in {store.path}")
 
 
-def _number(record: Record, name: str) -> str:
-    value = record.number(name)
-    return "-" if value is None else f"{value:.3f}"
-
-
-def run_table(store: Store, run_id: str | None) -> Table:
-    """One row per case of the run: where, what, how fast, how big, how accurate."""
+def run_table(store: Store, run_id: str | None) -> str:
+    """The table `fleet run` printed at the end of the run, under a title naming the run."""
     run = find_run(store, run_id)
-    rows = []
-    for r in store.records(run.run_id, "result"):
-        t = r.tags
-        passed = r.fields.get("passed")
-        rows.append(
-            [
-                t.get("device", "?"),
-                t.get("model", "?"),
-                f"{t.get('format', '?')}:{t.get('precision', '?')}",
-                f"{t.get('runtime', '?')}/{t.get('provider', '?')}",
-                r.status,
-                _number(r, "latency_ms_p50"),
-                _number(r, "latency_ms_p95"),
-                _number(r, "peak_rss_mb"),
-                _number(r, "accuracy_top1"),
-                _number(r, "accuracy_drop_pp"),
-                "-" if passed is None else "yes" if passed else "NO",
-            ]
-        )
-    columns = ["device", "model", "variant", "runtime", "status", "p50 ms", "p95 ms"]
-    columns += ["peak MB", "top-1", "drop pp", "passed"]
     title = f"run {run.run_id} ({run.suite}, started {when(run.started_ns)} UTC)"
-    return Table(title, columns, rows)
+    return results_table(store.records(run.run_id, "result"), title)
 
 
 def compare_table(
@@ -122,7 +67,7 @@ def compare_table(
     model: str | None = None,
     metric: str = "latency_ms_p50",
     run_id: str | None = None,
-) -> Table:
+) -> str:
     """Variants down, values of the tag `by` across; each cell the latest result there.
 
     Latest across all runs (or within `run_id`), so devices measured on different nights
@@ -150,9 +95,9 @@ def compare_table(
             if found is None:
                 row.append("")
             elif found.number(metric) is not None:
-                row.append(_number(found, metric))
+                row.append(number(found, metric))
             else:
                 row.append(found.status if found.status != "ok" else "-")
         rows.append(row)
     title = f"{metric} by {by}" + (f" for {model}" if model else "") + " (latest result per cell)"
-    return Table(title, [*keys, *columns_by], rows)
+    return format_table([*keys, *columns_by], rows, title)
