@@ -9,9 +9,12 @@ is one number per sink (`sinks.settled_through`: every record up to that id is s
 row in `sent` is kept only for what that number cannot say: a refused record and its reason,
 or a record sent out of order (the rest of its batch could not be sent).
 
-A push that cannot finish keeps the line protocol of what it could not send (`lines`), so the
-next push sends ready strings and decodes and encodes nothing again. A line is dropped as soon
-as its record is settled: the store does not keep a second copy of every result.
+`lines` holds the line protocol of records not yet settled, so a push sends ready strings. With
+InfluxDB configured, `fleet run` keeps each record's line as it stores the record (the runner's
+`DeviceRun.keep`), so the push at the end of the run encodes nothing; a push that cannot finish
+keeps the lines of what it could not send, so the next one decodes and encodes nothing again.
+A line is dropped as soon as its record is settled: the store keeps no second copy of what has
+been sent.
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ class Spool:
         ]
 
     def keep(self, unsent: Iterable[Pending]) -> None:
-        """Keep the lines of records a push could not send, for the next push."""
+        """Keep the lines of unsettled records (just stored by a run, or not sent by a push) for
+        the next push."""
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO lines (record_id, line) VALUES (?, ?)",
