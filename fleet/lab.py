@@ -238,7 +238,7 @@ def _write_inventory(folder: Path, devices: list[LabDevice]) -> None:
     }
     inventory = {"all": {"children": {"lab": {"hosts": hosts}}}}
     (folder / "inventory.yaml").write_text(
-        "# Written by `fleet lab up`; valid until `fleet lab down` (the next `up` writes new keys).\n"
+        "# Written by `fleet lab up`; valid until `fleet lab down`.\n"
         + yaml.safe_dump(inventory, sort_keys=False)
     )
     known = []
