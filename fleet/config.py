@@ -16,6 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from fleet.errors import ConfigError
+from fleet.yamlfile import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -134,12 +135,7 @@ class _Where:
 
 
 def _read(path: Path) -> tuple[str, dict[str, object]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    text = read_text(path)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

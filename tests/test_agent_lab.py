@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from fields import AGENT_RESULT_FIELDS
 
 from fleet import lab as lab_lib
 from fleet.cli import main
@@ -66,48 +67,15 @@ GPT = {
     "variants": ["onnx:fp32"],
 }
 
-# Every field of a case that ran, with a data set and an FP32 reference, on a device without
-# a thermal sensor or GPU (temp_* and gpu_memory_* come on top where there is one).
-FIELDS = {
-    *(f"latency_ms_{s}" for s in ("min", "mean", "p50", "p90", "p95", "p99", "max", "std")),
-    "latency_cv",
-    "latency_cv_trimmed",
-    "latency_p50_ci95_low_ms",
-    "latency_p50_ci95_high_ms",
-    "latency_drift",
-    "throughput_ips",
-    "iterations",
-    "duration_s",
-    "repetitions",
-    "repetition_p50s_ms",
-    "repetition_p50_cv",
-    "load_ms",
-    "first_inference_ms",
-    "warmup_runs",
-    "warmup_s",
-    "warmup_stable",
-    "cpu_wait_frac",
-    "rss_baseline_mb",
-    "rss_after_load_mb",
-    "peak_rss_mb",
-    "peak_delta_mb",
+# What the agent measures, plus what the controller adds to every stored result.
+FIELDS = AGENT_RESULT_FIELDS | {
     "model_size_mb",
     "params",
-    "accuracy_samples",
-    "accuracy_top1",
-    "accuracy_top5",
-    "throttled",
-    "valid",
-    "invalid_reasons",
     "passed",
     "status",
     "run_id",
     "model_sha256",
     "agent_version",
-    "runtime_package",
-    "runtime_version",
-    "numpy_version",
-    "python_version",
 }
 AGAINST_REFERENCE = {
     "accuracy_drop_pp",

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fields import AGENT_RESULT_FIELDS
 
 from fleet.agent_build import build_agent
 from fleet.artifacts import Variant, convert
@@ -75,46 +76,6 @@ def of(events, kind):
     return [e for e in events if e["event"] == kind]
 
 
-# Every field a result of a model with a data set reports on any device; temperatures and
-# GPU memory come on top where the device has a sensor or an NVIDIA GPU.
-RESULT_FIELDS = {
-    *(f"latency_ms_{s}" for s in ("min", "mean", "p50", "p90", "p95", "p99", "max", "std")),
-    "latency_cv",
-    "latency_cv_trimmed",
-    "latency_p50_ci95_low_ms",
-    "latency_p50_ci95_high_ms",
-    "latency_drift",
-    "throughput_ips",
-    "iterations",
-    "duration_s",
-    "repetitions",
-    "repetition_p50s_ms",
-    "repetition_p50_cv",
-    "load_ms",
-    "first_inference_ms",
-    "warmup_runs",
-    "warmup_s",
-    "warmup_stable",
-    "cpu_wait_frac",
-    "rss_baseline_mb",
-    "rss_after_load_mb",
-    "peak_rss_mb",
-    "peak_delta_mb",
-    "rss_anon_mb_after_load",
-    "rss_file_mb_after_load",
-    "accuracy_samples",
-    "accuracy_top1",
-    "accuracy_top5",
-    "throttled",
-    "valid",
-    "invalid_reasons",
-    "runtime_package",
-    "runtime_version",
-    "numpy_version",
-    "python_version",
-}
-
-
 def test_repetitions_make_one_result_with_every_field(tmp_path):
     case = make_case(
         "cnn",
@@ -139,7 +100,7 @@ def test_repetitions_make_one_result_with_every_field(tmp_path):
     assert hello["runtimes"]["onnxruntime"] and hello["protocol"] == 1
     (result,) = of(events, "result")
     fields = result["fields"]
-    assert set(fields) >= RESULT_FIELDS, RESULT_FIELDS - set(fields)
+    assert set(fields) >= AGENT_RESULT_FIELDS, AGENT_RESULT_FIELDS - set(fields)
     assert result["tags"] == {"runtime": "onnxruntime", "provider": "cpu"}
     assert fields["repetitions"] == 3 and len(fields["repetition_p50s_ms"].split(",")) == 3
     assert fields["iterations"] >= 662  # enough samples for p99 over the repetitions
