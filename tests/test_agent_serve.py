@@ -239,8 +239,11 @@ def test_older_board_stack_runs_tflite_runtime_and_skips_onnx(tmp_path, old_boar
     errors = {e["case"]: (e["kind"], e["message"]) for e in of(events, "case_error")}
     assert errors["onnx"][0] == "skipped"
     assert errors["onnx"][1].startswith("onnxruntime is not installed")
-    # tflite_runtime 2.14 crashes (SIGSEGV) on a truncated file rather than raising.
-    assert errors["truncated"] == (
-        "invalid_model",
+    # Where the cut falls decides whether tflite_runtime 2.14 raises or crashes (SIGSEGV);
+    # converter builds differ in bytes, so either is right, and both must be invalid_model.
+    kind, message = errors["truncated"]
+    assert kind == "invalid_model"
+    assert message in (
         "the runtime crashed loading the model (SIGSEGV)",
+        "No subgraph in the model.",
     )
