@@ -10,6 +10,7 @@ Fixtures: `influxdb_server` (database "fleet" created), `victoria_metrics_server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -204,16 +205,22 @@ class VictoriaMetricsServer(Server):
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
-@pytest.fixture
-def influxdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
-    """A fresh influxd with an empty database "fleet"."""
-    server = InfluxServer(tmp_path_factory.mktemp("influxd"))
+@contextlib.contextmanager
+def running_influxdb(root: Path, auth: bool = False) -> Iterator[InfluxServer]:
+    """A fresh influxd in `root` with an empty database "fleet", stopped afterwards."""
+    server = InfluxServer(root, auth=auth)
     server.start()
     try:
         server.create_database("fleet")
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def influxdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    with running_influxdb(tmp_path_factory.mktemp("influxd")) as server:
+        yield server
 
 
 @pytest.fixture

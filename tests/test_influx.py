@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import InfluxServer, free_port
+from servers import InfluxServer, free_port, running_influxdb
 
 from fleet.config import InfluxConfig, Secret
 from fleet.results.influx import push_pending, to_line
@@ -204,13 +204,8 @@ def test_nothing_listening_is_reported_not_raised(results_store: Store) -> None:
 
 @pytest.fixture
 def secured_influxdb(tmp_path: Path) -> Iterator[InfluxServer]:
-    server = InfluxServer(tmp_path / "influxd", auth=True)
-    server.start()
-    try:
-        server.create_database("fleet")
+    with running_influxdb(tmp_path / "influxd", auth=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_credentials_are_sent_and_never_shown(
