@@ -6,19 +6,16 @@ plain POST of the same line protocol (the server's own speed), measured in the s
 Starts its own influxd (Debian's `influxdb` package) on a free loopback port in a temp folder.
 Two record shapes: "result" is a full case result as the runner stores it (12 tags, 38
 fields); "small" has the same tags and 3 fields, to show the cost per point apart from fields.
+The store is filled with `Store.add`, as a run fills it (each record with its line).
 
-Timed, alternating, each into a fresh database: the plain POST (as is and gzip'd), the sink's
-first push of the stored records (it reads, decodes and encodes each with influxdb_client's
-Point) and the sink's push after a failed one (a push that stops keeps every pending line, so
-this one only reads and sends), each with gzip on and off.
+Timed, alternating, each into a fresh database: the plain POST (as is and gzip'd) and the
+sink's push of the stored records (`push_pending`), with gzip on and off.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import itertools
-import json
 import os
 import statistics
 import sys
@@ -32,10 +29,11 @@ sys.path.insert(0, str(ROOT / "tests"))  # the real-server helpers the tests use
 from servers import InfluxServer, http  # noqa: E402
 
 from fleet.config import InfluxConfig  # noqa: E402
-from fleet.results.influx import V1Writer, push_pending, to_line  # noqa: E402
+from fleet.results.influx import V1Writer, push_pending  # noqa: E402
+from fleet.results.lineprotocol import to_line  # noqa: E402
 from fleet.results.record import make_record  # noqa: E402
-from fleet.results.spool import Pending, Spool  # noqa: E402
-from fleet.results.store import Store, row_to_record  # noqa: E402
+from fleet.results.spool import Spool  # noqa: E402
+from fleet.results.store import Store  # noqa: E402
 
 TAGS = {
     "suite": "nightly", "device_class": "pi", "arch": "aarch64", "os": "linux",
@@ -65,52 +63,46 @@ def fields(i: int, shape: str) -> dict[str, object]:
     return values
 
 
-def fill(store: Store, n: int, shape: str) -> None:
+def fill(store: Store, n: int, shape: str) -> float:
+    """Store n records as a run does; returns the µs per record that encoding its line took."""
+    (synchronous,) = store.db.execute("PRAGMA synchronous").fetchone()
+    store.db.execute("PRAGMA synchronous=OFF")  # filling is not what is measured
     start = time.time_ns() - n * 10**6
-    with store.transaction() as db:  # one transaction: filling is not what is measured
-        for i in range(n):
-            tags = {**TAGS, "device": f"pi-{i % 40}", "model": f"model_{i % 25}",
-                    "precision": ("fp32", "fp16", "int8")[i % 3]}  # fmt: skip
-            r = make_record("result", tags, fields(i, shape), start + i * 10**6)
-            db.execute(  # as Store.add writes it
-                "INSERT INTO records (run_id, measurement, time_ns, tags, fields)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (r.run_id, r.measurement, r.time_ns, json.dumps(dict(r.tags), sort_keys=True),
-                 json.dumps(dict(r.fields), sort_keys=True)),
-            )  # fmt: skip
+    records = []
+    for i in range(n):
+        tags = {**TAGS, "device": f"pi-{i % 40}", "model": f"model_{i % 25}",
+                "precision": ("fp32", "fp16", "int8")[i % 3]}  # fmt: skip
+        records.append(make_record("result", tags, fields(i, shape), start + i * 10**6))
+        store.add(records[-1])
+    store.db.execute(f"PRAGMA synchronous={synchronous}")
+    started = time.perf_counter()
+    for record in records:
+        to_line(record)
+    return (time.perf_counter() - started) * 1e6 / n
 
 
-def stages(store: Store, n: int, batch: int) -> list[str]:
+def stages(store: Store, n: int, batch: int) -> str:
     """Where the sink's own time goes, per point, in one thread with no server involved."""
     spool = Spool(store, "bench-stages")
-    marks = [time.perf_counter()]
-    with store.lock:
-        rows = store.db.execute("SELECT id, measurement, time_ns, tags, fields FROM records")
-        ids, records = zip(*[(row[0], row_to_record(row[1:])) for row in rows], strict=True)
-    marks.append(time.perf_counter())
-    lines = [to_line(record) for record in records]
-    marks.append(time.perf_counter())
-    spool.keep([Pending(i, "result", line, False) for i, line in zip(ids, lines, strict=True)])
-    marks.append(time.perf_counter())
-    kept = spool.pending(n, to_line)
-    marks.append(time.perf_counter())
     writer = V1Writer(InfluxConfig(url="http://127.0.0.1:9"))
-    for start in range(0, n, batch):
-        writer.payload([p.line for p in kept[start : start + batch]])
-    marks.append(time.perf_counter())
-    for start in range(0, n, batch):
-        part = kept[start : start + batch]
-        spool.settle(part, span=(part[0].record_id - 1, part[-1].record_id))
-    marks.append(time.perf_counter())
+    spent = {"read": 0.0, "gzip": 0.0, "settle": 0.0}
+    after = 0
+    while True:
+        started = time.perf_counter()
+        pending = spool.pending(batch, after)
+        spent["read"] += time.perf_counter() - started
+        if not pending:
+            break
+        started = time.perf_counter()
+        writer.payload([p.line for p in pending])
+        spent["gzip"] += time.perf_counter() - started
+        started = time.perf_counter()
+        spool.settle(pending, span=(after, pending[-1].record_id))
+        spent["settle"] += time.perf_counter() - started
+        after = pending[-1].record_id
     with store.transaction() as db:
         db.execute("DELETE FROM sinks WHERE sink = ?", (spool.sink,))
-    us = [(b - a) * 1e6 / n for a, b in itertools.pairwise(marks)]
-    return [
-        f"sink work per point, one thread: read+decode record {us[0]:.1f} µs, encode (Point)"
-        f" {us[1]:.1f} µs; after a failed push: keep line {us[2]:.1f} µs;",
-        f"  every push: read line {us[3]:.1f} µs, gzip {us[4]:.1f} µs,"
-        f" settle (and drop the kept line) {us[5]:.1f} µs",
-    ]
+    return ", ".join(f"{stage} {s * 1e6 / n:.1f} µs" for stage, s in spent.items())
 
 
 def count(server: InfluxServer, db: str) -> int:
@@ -118,14 +110,12 @@ def count(server: InfluxServer, db: str) -> int:
     return int(answer["results"][0]["series"][0]["values"][0][1])
 
 
-# What is timed, each into a fresh database: (label, sink or not, gzip, after a failed push).
+# What is timed, each into a fresh database: (label, sink or not, gzip).
 KINDS = {
-    "plain": ("plain POST, one request (baseline)", False, False, False),
-    "plain_gz": ("plain POST, one request, gzip'd", False, True, False),
-    "first": ("sink, first push", True, True, False),
-    "retry": ("sink, push after a failed one", True, True, True),
-    "first_raw": ("sink, first push, gzip = false", True, False, False),
-    "retry_raw": ("sink, push after a failed one, gzip = false", True, False, True),
+    "plain": ("plain POST, one request (baseline)", False, False),
+    "plain_gz": ("plain POST, one request, gzip'd", False, True),
+    "sink": ("sink: push_pending", True, True),
+    "sink_raw": ("sink: push_pending, gzip = false", True, False),
 }
 
 
@@ -136,12 +126,9 @@ def measure(
     bodies = {False: body, True: gzip.compress(body, 1)}
     rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for k in range(repeats):
-        for kind, (_, sink, compress, retry) in KINDS.items():  # alternating
+        for kind, (_, sink, compress) in KINDS.items():  # alternating
             db = f"{shape}_{kind}{k}"
             config = InfluxConfig(url=server.url, database=db, batch_size=batch, gzip=compress)
-            if retry:  # a push that failed (no database yet) kept every line
-                failed = push_pending(store, config)
-                assert (failed.sent, failed.pending) == (0, n), failed.lines()
             server.create_database(db)
             started = time.perf_counter()
             if sink:
@@ -167,7 +154,7 @@ def measure(
             f"| {label} | {median:,.0f} | {median / plain:.2f} | {_list(ratios, '.2f')}"
             f" | {statistics.median(ratios):.2f} |"
         )
-    return [*out, *stages(store, n, batch)]
+    return [*out, f"sink work per point, one thread, no server: {stages(store, n, batch)}"]
 
 
 def _list(values: list[float], spec: str = ",.0f") -> str:
@@ -187,7 +174,8 @@ def main() -> None:
         try:
             for shape in ("result", "small"):
                 store = Store(Path(tmp) / f"{shape}.sqlite")
-                fill(store, args.points, shape)
+                encode = fill(store, args.points, shape)
+                print(f"encoding a line when a record is stored: {encode:.1f} µs")
                 print(f"## {shape} records, load average {os.getloadavg()[0]:.1f}", flush=True)
                 lines = measure(server, store, shape, args.points, args.repeats, args.batch_size)
                 print("\n".join(lines), flush=True)

@@ -24,9 +24,8 @@ from fleet.config import InfluxConfig
 from fleet.errors import DeviceError, FleetError
 from fleet.inventory import Device
 from fleet.plan import Case, DevicePlan, Plan, make_plan
-from fleet.results.influx import PushReport, push_pending, to_line
+from fleet.results.influx import PushReport, push_pending
 from fleet.results.record import ERRORS, FINDINGS, Record, make_record
-from fleet.results.spool import Pending, Spool
 from fleet.results.store import Store
 from fleet.suite import Suite, check_budgets
 from fleet.transport import Process, Transport, connect
@@ -90,15 +89,12 @@ def run_suite(
     outcome = RunOutcome(new_run_id())
     artifacts, refused = prepare_artifacts(plan, report)
     agent = build_agent()
-    spool = Spool(store, influx.sink) if influx is not None else None
     store.start_run(outcome.run_id, suite.name, [d.name for d in devices])
     try:
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = {
                 pool.submit(
-                    DeviceRun(
-                        suite.name, dp, artifacts, refused, agent, store, spool, outcome, report
-                    ).run
+                    DeviceRun(suite.name, dp, artifacts, refused, agent, store, outcome, report).run
                 ): dp.device.name
                 for dp in plan.devices
             }
@@ -179,7 +175,6 @@ class DeviceRun:
         refused: Mapping[Key, str],
         agent: AgentApp,
         store: Store,
-        spool: Spool | None,
         outcome: RunOutcome,
         report: Reporter,
     ) -> None:
@@ -190,7 +185,6 @@ class DeviceRun:
         self.refused = refused
         self.agent = agent
         self.store = store
-        self.spool = spool
         self.outcome = outcome
         self.report = report
         self.sysinfo: dict[str, Any] = {}
@@ -339,13 +333,9 @@ class DeviceRun:
         return False
 
     def keep(self, record: Record) -> None:
-        """Store first, then everything else: a crash after this loses nothing. With InfluxDB
-        configured, the record's line is encoded now, while the device works, so the push at
-        the end only sends ready lines (docs/benchmarks.md, sink throughput)."""
-        record_id = self.store.add(record)
+        """Store first, then everything else: a crash after this loses nothing."""
+        self.store.add(record)
         self.outcome.records.append(record)
-        if self.spool is not None:
-            self.spool.keep([Pending(record_id, record.measurement, to_line(record), kept=False)])
 
     def tags(
         self, case: Case | None = None, extra: Mapping[str, str] | None = None

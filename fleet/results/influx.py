@@ -7,9 +7,9 @@ record always becomes the same series and timestamp: sending it twice overwrites
 duplicates. Records leave the spool only when the server accepted them (HTTP 2xx) or
 refused them for good (HTTP 400, bisected down to the single bad line).
 
-A push is a pipeline of two threads: this one reads the next batch from the spool, encodes
-it and builds its payload while a sender thread has the previous one on the wire; the
-sender only talks to the server, and what it reports is written to the spool here.
+A push is a pipeline of two threads: this one reads the next batch of stored lines and
+compresses it while a sender thread has the previous one on the wire; the sender only talks
+to the server, and what it reports is written to the spool here.
 """
 
 from __future__ import annotations
@@ -27,13 +27,11 @@ from urllib.parse import urlencode
 
 import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write.point import Point
 from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from fleet.config import InfluxConfig
-from fleet.results.record import Record
+from fleet.results.lineprotocol import PRECISION
 from fleet.results.spool import Pending, Rejected, Spool
 from fleet.results.store import Store
 
@@ -44,8 +42,6 @@ RETRY_STATUSES = frozenset({0, 408, 429, 500, 502, 503, 504})
 SPLIT_STATUSES = frozenset({400, 413})
 FIRST_DELAY_S = 0.25
 MAX_DELAY_S = 8.0
-# influxdb-client declares its precision constants as plain strings.
-PRECISION: WritePrecision = WritePrecision.MS  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -64,31 +60,6 @@ class PushReport:
             f"rejected record {r.record_id} ({r.measurement}): {r.reason}" for r in self.rejected
         ]
         return [counts, *rejected, *self.errors]
-
-
-def to_point(record: Record) -> Point:
-    """run_id and hashes stay fields (see docs/schema.md); numbers are already floats.
-
-    A name is a tag or a field, never both: a field that repeats a tag's name is left out.
-    """
-    fields = record.fields
-    if fields.keys() & record.tags.keys():
-        fields = {name: value for name, value in fields.items() if name not in record.tags}
-    point: Point = Point.from_dict(
-        {
-            "measurement": record.measurement,
-            "tags": record.tags,
-            "fields": fields,
-            "time": record.time_ns // 1_000_000,
-        },
-        PRECISION,
-    )
-    return point
-
-
-def to_line(record: Record) -> str:
-    """One line of line protocol; empty when no field has a finite value."""
-    return str(to_point(record).to_line_protocol())  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -200,7 +171,6 @@ class _Delivery:
 
     sent: list[Pending] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    unsent: list[Pending] = field(default_factory=list)  # not tried because the push stopped
     stop: str = ""  # why the push cannot go on now; empty while it can
     span: tuple[int, int] | None = None  # the batch's span (see Spool.settle), if all delivered
 
@@ -224,8 +194,7 @@ class _Sender:
     def _send(self, batch: Sequence[Pending], payload: bytes, delivery: _Delivery) -> None:
         if not batch:
             return
-        if delivery.stop:
-            delivery.unsent.extend(batch)
+        if delivery.stop:  # the rest stays pending
             return
         answer = self._post(payload)
         if 200 <= answer.status < 300:
@@ -241,7 +210,6 @@ class _Sender:
             )
         else:
             delivery.stop = self._explain(answer)
-            delivery.unsent.extend(batch)
 
     def _post(self, payload: bytes) -> Answer:
         delay = FIRST_DELAY_S
@@ -282,7 +250,6 @@ class _Push:
         self.spool = spool
         self.sent = 0
         self.rejected: list[Rejected] = []
-        self.unsent: list[Pending] = []
         self.stop = ""
 
     def take(self, delivery: _Delivery) -> None:
@@ -290,7 +257,6 @@ class _Push:
             self.spool.settle(delivery.sent, delivery.rejected, delivery.span)
         self.sent += len(delivery.sent)
         self.rejected += delivery.rejected
-        self.unsent += delivery.unsent
         self.stop = self.stop or delivery.stop
 
     def writable(self, batch: Sequence[Pending]) -> list[Pending]:
@@ -313,7 +279,7 @@ def _writer(config: InfluxConfig) -> Iterator[Writer]:
 def _batches(spool: Spool, size: int) -> Iterator[tuple[int, list[Pending]]]:
     """(after, batch): the pending records above `after`, `size` at a time."""
     after = 0
-    while batch := spool.pending(size, to_line, after):
+    while batch := spool.pending(size, after):
         yield after, batch
         after = batch[-1].record_id
 
@@ -323,9 +289,8 @@ def push_pending(
 ) -> PushReport:
     """Send every record not yet sent to this InfluxDB; never raises for a server that is down.
 
-    The next batch is read, encoded and compressed while the previous one is on the wire. A
-    push that stops early keeps the lines of everything still pending, so that the next push
-    (after an outage, say) only reads and sends them.
+    The next batch is read and compressed while the previous one is on the wire. What a push
+    that stops early leaves pending is sent by the next one.
     """
     spool = Spool(store, config.sink)
     push = _Push(spool)
@@ -344,14 +309,9 @@ def push_pending(
                 in_flight = pool.submit(sender.deliver, batch, payload, span)
             push.take(done)
             if done.stop:
-                push.unsent += batch
                 break
         if in_flight is not None:
             push.take(in_flight.result())
-    if push.stop:
-        spool.keep(push.unsent)
-        for _, rest in batches:  # encoded once now, only sent by the next push
-            spool.keep(rest)
     return PushReport(
         push.sent, push.rejected, spool.count_pending(), [push.stop] if push.stop else []
     )

@@ -7,24 +7,19 @@ outage loses nothing: whatever is not settled here is sent by the next push.
 Records only ever get new, larger ids, and a push sends them in id order, so most of the state
 is one number per sink (`sinks.settled_through`: every record up to that id is settled); a
 row in `sent` is kept only for what that number cannot say: a refused record and its reason,
-or a record sent out of order (the rest of its batch could not be sent).
-
-`lines` holds the line protocol of records not yet settled, so a push sends ready strings. With
-InfluxDB configured, `fleet run` keeps each record's line as it stores the record (the runner's
-`DeviceRun.keep`), so the push at the end of the run encodes nothing; a push that cannot finish
-keeps the lines of what it could not send, so the next one decodes and encodes nothing again.
-A line is dropped as soon as its record is settled: the store keeps no second copy of what has
-been sent.
+or a record sent out of order (the rest of its batch could not be sent). What is sent is the
+line the store keeps with each record (`records.line`), so a push reads ready strings and
+writes one number per batch.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from fleet.results.record import Record
-from fleet.results.store import Store, row_to_record
+from fleet.results.store import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sent (
@@ -38,20 +33,13 @@ CREATE TABLE IF NOT EXISTS sinks (
     sink TEXT PRIMARY KEY,
     settled_through INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS lines (
-    record_id INTEGER PRIMARY KEY REFERENCES records (id),
-    line TEXT NOT NULL
-);
+-- The first spool kept lines apart until they were sent; records keep their own now.
+DROP TABLE IF EXISTS lines;
 """
 
-# One query per batch: the pending records after an id, oldest first, with the kept line if
-# there is one, else the record's own columns (decoding those is what a kept line saves).
+# One query per batch: the pending records after an id, oldest first.
 _PENDING = """
-SELECT r.id, r.measurement, l.line,
-       CASE WHEN l.line IS NULL THEN r.time_ns END,
-       CASE WHEN l.line IS NULL THEN r.tags END,
-       CASE WHEN l.line IS NULL THEN r.fields END
-FROM records r LEFT JOIN lines l ON l.record_id = r.id
+SELECT r.id, r.measurement, r.line FROM records r
 WHERE r.id > ? AND NOT EXISTS (SELECT 1 FROM sent s WHERE s.sink = ? AND s.record_id = r.id)
 ORDER BY r.id LIMIT ?
 """
@@ -66,14 +54,12 @@ class Rejected:
     reason: str
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(NamedTuple):  # a tuple: a push makes one per point
     """A record waiting for a sink, as a line of line protocol (empty: nothing to write)."""
 
     record_id: int
     measurement: str
     line: str
-    kept: bool  # the line came from the spool, not from encoding the record now
 
 
 class Spool:
@@ -95,27 +81,12 @@ class Spool:
         found = row.fetchone()
         return int(found[0]) if found else 0
 
-    def pending(self, limit: int, encode: Callable[[Record], str], after: int = 0) -> list[Pending]:
-        """Up to `limit` unsettled records with ids above `after`, oldest first, as lines: the
-        kept line where there is one, else `encode(record)`."""
+    def pending(self, limit: int, after: int = 0) -> list[Pending]:
+        """Up to `limit` unsettled records with ids above `after`, oldest first."""
         after = max(after, self.settled_through())
         with self.store.lock:
             rows = self.store.db.execute(_PENDING, (after, self.sink, limit)).fetchall()
-        return [
-            Pending(row[0], row[1], row[2], True)
-            if row[2] is not None
-            else Pending(row[0], row[1], encode(row_to_record((row[1], *row[3:]))), False)
-            for row in rows
-        ]
-
-    def keep(self, unsent: Iterable[Pending]) -> None:
-        """Keep the lines of unsettled records (just stored by a run, or not sent by a push) for
-        the next push."""
-        with self.store.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO lines (record_id, line) VALUES (?, ?)",
-                [(p.record_id, p.line) for p in unsent if not p.kept],
-            )
+        return list(map(Pending._make, rows))
 
     def settle(
         self,
@@ -147,8 +118,6 @@ class Spool:
                 " VALUES (?, ?, 'rejected', ?)",
                 [(self.sink, r.record_id, r.reason) for r in rejected],
             )
-            done = [(p.record_id,) for p in sent if p.kept] + [(r.record_id,) for r in rejected]
-            db.executemany("DELETE FROM lines WHERE record_id = ?", done)
 
     def count_pending(self) -> int:
         with self.store.lock:

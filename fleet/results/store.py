@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.errors import ConfigError
+from fleet.results.lineprotocol import to_line
 from fleet.results.record import Record
 
 SCHEMA = """
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS records (
     measurement TEXT NOT NULL,
     time_ns INTEGER NOT NULL,
     tags TEXT NOT NULL,
-    fields TEXT NOT NULL
+    fields TEXT NOT NULL,
+    line TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS records_run ON records (run_id);
 """
@@ -60,6 +62,20 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{path}: cannot open the results store ({exc})") from exc
         self.lock = threading.Lock()
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(records)")}
+        if "line" not in columns:
+            self._add_lines()
+
+    def _add_lines(self) -> None:
+        """Give a store written before records kept their line (fleet 0.1.0's first spool) one
+        line per record, once, so that every record can be pushed like a new one."""
+        with self.transaction() as db:
+            db.execute("ALTER TABLE records ADD COLUMN line TEXT NOT NULL DEFAULT ''")
+            rows = db.execute("SELECT id, measurement, time_ns, tags, fields FROM records")
+            db.executemany(
+                "UPDATE records SET line = ? WHERE id = ?",
+                [(to_line(row_to_record(row[1:])), row[0]) for row in rows.fetchall()],
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -91,17 +107,21 @@ class Store:
             )
 
     def add(self, record: Record) -> int:
-        """Store one record durably (committed before this returns); returns its id."""
+        """Store one record durably (committed before this returns); returns its id.
+
+        Its line of line protocol is stored with it, so that no push has to encode it."""
+        line = to_line(record)
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO records (run_id, measurement, time_ns, tags, fields)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO records (run_id, measurement, time_ns, tags, fields, line)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     record.run_id,
                     record.measurement,
                     record.time_ns,
                     json.dumps(dict(record.tags), sort_keys=True),
                     json.dumps(dict(record.fields), sort_keys=True),
+                    line,
                 ),
             )
             return int(cursor.lastrowid or 0)

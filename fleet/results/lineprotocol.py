@@ -1,0 +1,41 @@
+"""A record as one line of InfluxDB line protocol, built with influxdb_client's `Point`.
+
+The store encodes each record's line as it stores the record (`Store.add`), so a push sends
+ready strings: encoding costs more than the server's whole ingest of a point
+(docs/benchmarks.md, sink throughput), and a record's line never changes.
+"""
+
+from __future__ import annotations
+
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
+
+from fleet.results.record import Record
+
+# influxdb-client declares its precision constants as plain strings.
+PRECISION: WritePrecision = WritePrecision.MS  # type: ignore[assignment]
+
+
+def to_point(record: Record) -> Point:
+    """run_id and hashes stay fields (see docs/schema.md); numbers are already floats.
+
+    A name is a tag or a field, never both: a field that repeats a tag's name is left out.
+    """
+    fields = record.fields
+    if fields.keys() & record.tags.keys():
+        fields = {name: value for name, value in fields.items() if name not in record.tags}
+    point: Point = Point.from_dict(
+        {
+            "measurement": record.measurement,
+            "tags": record.tags,
+            "fields": fields,
+            "time": record.time_ns // 1_000_000,
+        },
+        PRECISION,
+    )
+    return point
+
+
+def to_line(record: Record) -> str:
+    """One line of line protocol; empty when no field has a finite value."""
+    return str(to_point(record).to_line_protocol())  # type: ignore[no-untyped-call]
