@@ -6,6 +6,7 @@ in a `Secret` whose repr and str are `***`, so they cannot leak into logs, error
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -73,6 +74,7 @@ class InfluxConfig:
 class Config:
     path: Path | None  # the fleet.toml it came from, None when only the environment was used
     influx: InfluxConfig | None  # None when no InfluxDB URL is configured
+    warnings: tuple[str, ...] = ()  # settings that work but should change; the CLI shows them
 
     def require_influx(self) -> InfluxConfig:
         if self.influx is None:
@@ -117,7 +119,27 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             where.env[key] = var
     if not settings.get("url"):
         return Config(path, None)
-    return Config(path, _influx(settings, env, where))
+    influx = _influx(settings, env, where)
+    return Config(path, influx, _cleartext(influx, where))
+
+
+def _cleartext(influx: InfluxConfig, where: _Where) -> tuple[str, ...]:
+    """A token or password sent over plain http:// to another machine can be read on the way."""
+    secret = "token" if influx.token else "password" if influx.password else ""
+    host = urlsplit(influx.url).hostname or ""
+    if not secret or urlsplit(influx.url).scheme != "http" or _loopback(host):
+        return ()
+    return (
+        f"{where('url')}: the InfluxDB {secret} goes to {host} unencrypted over http://;"
+        " use an https:// URL",
+    )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class _Where:

@@ -153,3 +153,36 @@ def test_bad_settings_name_file_line_and_fix(
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"fleet\.toml: cannot read"):
         load_config(tmp_path / "fleet.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "warned"),
+    [
+        ("http://influx.lab:8086", "FLEET_INFLUX_TOKEN", True),
+        ("http://10.0.0.5:8086", "FLEET_INFLUX_PASSWORD", True),
+        ("https://influx.lab:8086", "FLEET_INFLUX_TOKEN", False),
+        ("http://localhost:8086", "FLEET_INFLUX_TOKEN", False),
+        ("http://127.0.0.1:8086", "FLEET_INFLUX_PASSWORD", False),
+        ("http://[::1]:8086", "FLEET_INFLUX_TOKEN", False),
+        ("http://influx.lab:8086", "", False),  # nothing secret to read
+    ],
+)
+def test_a_secret_sent_in_clear_text_to_another_machine_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, secret: str, warned: bool
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no fleet.toml
+    env = {"FLEET_INFLUX_URL": url, "FLEET_INFLUX_USER": "fleet"}
+    if secret:
+        env[secret] = "s3cret-value"
+    config = load_config(None, env=env)
+    if not warned:
+        assert config.warnings == ()
+        return
+    (warning,) = config.warnings
+    kind = "token" if secret.endswith("TOKEN") else "password"
+    host = url.split("//")[1].split(":")[0]
+    assert warning == (
+        f"FLEET_INFLUX_URL (environment): the InfluxDB {kind} goes to {host} unencrypted"
+        " over http://; use an https:// URL"
+    )
+    assert "s3cret-value" not in warning

@@ -93,6 +93,19 @@ def test_push_sends_then_has_nothing_left(
     assert again.output == "InfluxDB: 0 sent, 0 rejected, 0 spooled\n"
 
 
+def test_push_warns_before_a_secret_crosses_the_network_in_clear_text(tmp_path: Path) -> None:
+    store = Store(tmp_path / "empty.sqlite")  # nothing to send: no request leaves this machine
+    env = {"FLEET_INFLUX_URL": "http://influx.example:8086", "FLEET_INFLUX_TOKEN": "s3cret"}
+    result = invoke(store, "push", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "InfluxDB: 0 sent, 0 rejected, 0 spooled\n"
+    assert result.stderr == (
+        "warning: FLEET_INFLUX_URL (environment): the InfluxDB token goes to influx.example"
+        " unencrypted over http://; use an https:// URL\n"
+    )
+    assert "s3cret" not in result.output
+
+
 def test_push_to_a_server_that_is_down_exits_2_and_says_why(
     results_store: Store, tmp_path: Path
 ) -> None:

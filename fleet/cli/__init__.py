@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from fleet import __version__, paths
+from fleet.config import Config
 from fleet.errors import FleetError
 
 
@@ -39,6 +40,11 @@ class _Main(click.Group):
                 err=True,
             )
             sys.exit(3)
+
+
+def show_warnings(config: Config) -> None:
+    for warning in config.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 @click.group(cls=_Main)

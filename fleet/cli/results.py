@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from fleet import paths
+from fleet.cli import show_warnings
 from fleet.config import load_config
 from fleet.results.compare import compare_table, run_table, runs_table
 from fleet.results.export import FORMATS, export
@@ -72,7 +73,9 @@ def compare(
 @store_option
 def push(config_path: Path | None, store_path: Path | None) -> None:
     """Send every result InfluxDB has not accepted yet; exit 2 if some could not be sent."""
-    report = push_pending(_store(store_path), load_config(config_path).require_influx())
+    config = load_config(config_path)
+    show_warnings(config)
+    report = push_pending(_store(store_path), config.require_influx())
     counts, *problems = report.lines()
     click.echo(counts)
     for line in problems:

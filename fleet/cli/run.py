@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fleet import paths
+from fleet.cli import show_warnings
 from fleet.config import load_config
 from fleet.inventory import load_inventory
 from fleet.plan import describe, make_plan
@@ -67,6 +68,7 @@ def run(
         click.echo("\n".join(describe(make_plan(suite, selected))))
         return
     config = load_config(config_path)
+    show_warnings(config)
     store = Store(store_path or paths.default_store())
 
     def progress(device: str, message: str) -> None:
