@@ -294,11 +294,10 @@ def push_pending(
     """
     spool = Spool(store, config.sink)
     push = _Push(spool)
-    batches = _batches(spool, config.batch_size)
     with _writer(config) as writer, ThreadPoolExecutor(max_workers=1) as pool:
         sender = _Sender(writer, config, sleep)
         in_flight: Future[_Delivery] | None = None
-        for after, pending in batches:
+        for after, pending in _batches(spool, config.batch_size):
             span = (after, pending[-1].record_id)
             batch = push.writable(pending)
             payload = writer.payload([p.line for p in batch])
