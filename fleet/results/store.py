@@ -62,14 +62,19 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{path}: cannot open the results store ({exc})") from exc
         self.lock = threading.Lock()
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(records)")}
-        if "line" not in columns:
+        if not self._has_lines(self.db):
             self._add_lines()
+
+    @staticmethod
+    def _has_lines(db: sqlite3.Connection) -> bool:
+        return any(row[1] == "line" for row in db.execute("PRAGMA table_info(records)"))
 
     def _add_lines(self) -> None:
         """Give a store written before records kept their line (fleet 0.1.0's first spool) one
         line per record, once, so that every record can be pushed like a new one."""
         with self.transaction() as db:
+            if self._has_lines(db):  # another process opened it first
+                return
             db.execute("ALTER TABLE records ADD COLUMN line TEXT NOT NULL DEFAULT ''")
             rows = db.execute("SELECT id, measurement, time_ns, tags, fields FROM records")
             db.executemany(
