@@ -174,12 +174,16 @@ def test_litert_runs_xnnpack_by_default_and_builtin_kernels_on_request(tmp_path)
 
 
 @pytest.mark.slow
+# LiteRT's Delegate prints a traceback from __del__ when it is built from a bad library.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_litert_delegates_need_a_library_that_loads():
     path = variant("tflite:fp32")
     with pytest.raises(runtimes.RuntimeMissing, match=r"set measure\.delegate_path"):
         load(path, "gpu")
     with pytest.raises(runtimes.RuntimeMissing, match=r"cannot load delegate /nonexistent\.so"):
         load(path, "gpu", delegate_path="/nonexistent.so")
+    with pytest.raises(runtimes.RuntimeMissing, match=r"libm\.so\.6: it is not a TFLite delegate"):
+        load(path, "gpu", delegate_path="libm.so.6")
 
 
 def test_litert_unreadable_model_is_invalid(tmp_path):

@@ -6,6 +6,7 @@ boards), or ``tensorflow.lite``. A runtime, provider or delegate that is not the
 ``RuntimeMissing``, which the worker reports as a skipped case.
 """
 
+import ctypes
 import importlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -184,6 +185,24 @@ def tflite_module() -> Tuple[Any, str, str]:
     raise RuntimeMissing("no TFLite runtime (ai_edge_litert, tflite_runtime or tensorflow)")
 
 
+def _load_delegate(module: Any, path: str) -> Any:
+    """The library is opened first on its own: LiteRT's Delegate, built from one that does not
+    load, fails in its ``__del__`` too and prints that traceback to the worker's stderr."""
+    try:
+        library = ctypes.CDLL(path)
+    except OSError as exc:
+        raise RuntimeMissing("cannot load delegate {}: {}".format(path, _first_line(exc))) from exc
+    if not hasattr(library, "tflite_plugin_create_delegate"):
+        raise RuntimeMissing(
+            "cannot load delegate {}: it is not a TFLite delegate (no"
+            " tflite_plugin_create_delegate)".format(path)
+        )
+    try:
+        return module.load_delegate(path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise RuntimeMissing("cannot load delegate {}: {}".format(path, _first_line(exc))) from exc
+
+
 class LiteRtSession(Session):
     """``provider``: "cpu" or "xnnpack" run with the XNNPACK delegate every current TFLite
     build applies by default; "builtin" without it (the reference kernels); anything else
@@ -206,12 +225,7 @@ class LiteRtSession(Session):
                     "LiteRT provider {!r} is a delegate: set measure.delegate_path to its"
                     " library".format(provider)
                 )
-            try:
-                delegates.append(module.load_delegate(delegate_path))
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise RuntimeMissing(
-                    "cannot load delegate {}: {}".format(delegate_path, _first_line(exc))
-                ) from exc
+            delegates.append(_load_delegate(module, delegate_path))
         try:
             self._interp = module.Interpreter(
                 model_path=path,
