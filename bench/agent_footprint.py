@@ -16,7 +16,6 @@ The agent process (`python agent.pyz serve`) never imports a runtime: workers do
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchjob import agent_job
 
 from fleet.agent_build import build_agent
 
@@ -43,24 +44,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def job(workdir: str) -> str:
-    case = {
-        "id": "footprint",
-        "model": "digits_mlp",
-        "artifact": str(MODEL),
-        "sha256": hashlib.sha256(MODEL.read_bytes()).hexdigest(),
-        "format": "onnx",
-        "precision": "fp32",
-        "runtime": "onnxruntime",
-        "provider": "cpu",
-        "threads": 1,
-        "batch": 1,
-        "dataset": None,
-        "reference": None,
-        "settings": {"min_iterations": 1000, "min_seconds": 1.0, "repetitions": 1},
-        "timeout_s": 60,
-    }
-    cases = [case, {**case, "id": "second"}]
-    return json.dumps({"protocol": 1, "run_id": "b", "workdir": workdir, "cases": cases})
+    """Two cases of the MLP: the agent's memory during the first and during the second."""
+    job = agent_job(MODEL, workdir, min_iterations=1000, min_seconds=1.0, repetitions=1)
+    job["cases"].append({**job["cases"][0], "id": "second"})
+    return json.dumps(job)
 
 
 def agent_once(agent: Path, core: str) -> tuple[float, float, float, float]:

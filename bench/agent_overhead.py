@@ -17,14 +17,16 @@ The ratio of the medians (agent / bare) is the agent's overhead; target <= 1.03.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+
+from benchjob import agent_job
 
 from fleet.agent_build import build_agent
 
@@ -58,27 +60,11 @@ print(json.dumps({"p50": samples[len(samples) // 2]}))
 
 
 def agent_result(
-    agent: Path, model: Path, batch: int, settings: dict[str, object], core: str
+    agent: Path, model: Path, batch: int, settings: Mapping[str, object], core: str
 ) -> dict[str, object]:
     """The fields of the agent's result for one case of `model`, run pinned to `core`."""
     with tempfile.TemporaryDirectory() as workdir:
-        case = {
-            "id": "bench",
-            "model": model.stem,
-            "artifact": str(model),
-            "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
-            "format": "onnx",
-            "precision": "fp32",
-            "runtime": "onnxruntime",
-            "provider": "cpu",
-            "threads": 1,
-            "batch": batch,
-            "dataset": None,
-            "reference": None,
-            "settings": settings,
-            "timeout_s": 600,
-        }
-        job = {"protocol": 1, "run_id": "bench", "workdir": workdir, "cases": [case]}
+        job = agent_job(model, workdir, batch=batch, timeout_s=600.0, **settings)
         out = subprocess.run(
             ["taskset", "-c", core, sys.executable, str(agent), "serve"],
             input=json.dumps(job) + "\n",

@@ -69,6 +69,7 @@ def on_lab(args: argparse.Namespace, settings: dict[str, Any]) -> list[dict[str,
     # Here, not at the top: --core runs where sshd and fleet's SSH libraries may be missing.
     from fleet import lab
     from fleet.inventory import load_inventory
+    from fleet.plan import make_plan
     from fleet.results.store import Store
     from fleet.runner import run_suite
     from fleet.suite import load_suite
@@ -100,7 +101,7 @@ def on_lab(args: argparse.Namespace, settings: dict[str, Any]) -> list[dict[str,
             store = Store(folder / "results.sqlite")
             print(f"lab device {device.name} on core {device.cpus}, batch {args.batch}")
             for _ in range(args.runs):
-                (result,) = run_suite(suite, devices, store).results
+                (result,) = run_suite(make_plan(suite, devices), store).results
                 results.append(dict(result.fields))
         finally:
             lab.down(folder / "lab")

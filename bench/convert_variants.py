@@ -76,7 +76,8 @@ def main() -> None:
                 ran = cache.stats.conversions > 0
                 converter = f"{first:.2f}" if ran else f"({first:.2f}: same onnx2tf run)"
                 ratio = f"{first / hit:.0f}x" if ran else "-"
-                measured = artifact.card["fidelity"]
+                measured = artifact.card.fidelity
+                assert measured is not None  # converted with a data set
                 drop = measured.get("accuracy_drop_pp")
                 print(
                     f"| {name} | {spec} | {converter} | {hit:.3f} | {ratio}"

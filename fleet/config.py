@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from fleet.errors import ConfigError
-from fleet.yamlfile import read_text
+from fleet.yamlfile import is_line, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,9 +96,14 @@ _ENV = {
     "org": "FLEET_INFLUX_ORG",
     "user": "FLEET_INFLUX_USER",
 }
-_NUMBERS = ("batch_size", "timeout_s", "retry_total_s")
+# Each number's largest value: NaN, infinity or 1e308 would reach the HTTP client as a
+# timeout that never ends or a batch that never fills.
+_NUMBERS = {"batch_size": 1_000_000, "timeout_s": 3600, "retry_total_s": 86_400}
 _SWITCHES = {"gzip": "FLEET_INFLUX_GZIP"}
 _SECRETS = ("password", "token")
+# A token or password file holds one line; a bigger file is the wrong one (or /dev/zero).
+_MAX_SECRET_BYTES = 64 * 1024
+_MAX_SETTING = 4096
 _KNOWN = (*_ENV, *_NUMBERS, *_SWITCHES, *(f"{name}_file" for name in _SECRETS))
 
 
@@ -160,8 +165,10 @@ def _read(path: Path) -> tuple[str, dict[str, object]]:
     text = read_text(path)
     try:
         document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     for section in document:
         if section != "influx":
             raise ConfigError(
@@ -196,6 +203,13 @@ def _line_of(text: str, key: str) -> int:
 
 def _influx(settings: Mapping[str, object], env: Mapping[str, str], where: _Where) -> InfluxConfig:
     text = {key: _string(settings, key, where) for key in _ENV if key in settings}
+    if "user" in text:
+        _check_header_text(text["user"], f"{where('user')}: the InfluxDB user")
+        if ":" in text["user"]:
+            raise ConfigError(
+                f"{where('user')}: the InfluxDB user must not contain ':', where HTTP basic"
+                " authentication ends the user name"
+            )
     url = text["url"].rstrip("/")
     parts = urlsplit(url)
     if parts.username or parts.password:
@@ -235,14 +249,39 @@ def _influx(settings: Mapping[str, object], env: Mapping[str, str], where: _Wher
 def _string(settings: Mapping[str, object], key: str, where: _Where) -> str:
     value = settings[key]
     if not isinstance(value, str):
-        raise ConfigError(f"{where(key)} must be a string in quotes, got {value!r}")
+        # The type only: the value of `user` is as private as the password beside it.
+        raise ConfigError(f"{where(key)} must be a string in quotes, got {type(value).__name__}")
+    if value and not is_line(value, _MAX_SETTING):
+        raise ConfigError(
+            f"{where(key)} must be one line of text (at most {_MAX_SETTING} characters, no"
+            " control characters)"
+        )
     return value
+
+
+def _check_header_text(value: str, what: str) -> None:
+    """A token, user or password travels in an HTTP header: Latin-1 and no line break, or
+    the HTTP client fails with the value in its message (or the header is split). The
+    message names the position, never the value."""
+    for index, char in enumerate(value):
+        if not (" " <= char <= "~" or "\xa0" <= char <= "\xff"):
+            raise ConfigError(
+                f"{what} has a character HTTP headers cannot carry at position {index + 1} (a"
+                " control character such as a line break, or one outside Latin-1); set it"
+                " again without it"
+            )
 
 
 def _positive(settings: Mapping[str, object], key: str, where: _Where) -> float:
     value = settings[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where(key)} must be a positive number, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= _NUMBERS[key]  # False for NaN too
+    ):
+        raise ConfigError(
+            f"{where(key)} must be a positive number up to {_NUMBERS[key]}, got {value!r}"
+        )
     if key == "batch_size" and not isinstance(value, int):
         raise ConfigError(f"{where(key)} must be a whole number, got {value!r}")
     return float(value)
@@ -266,6 +305,7 @@ def _secret(
     """The environment variable wins, then its _FILE variant, then `<name>_file` in fleet.toml."""
     var = f"FLEET_INFLUX_{name.upper()}"
     if env.get(var):
+        _check_header_text(env[var], f"{var} (environment): the InfluxDB {name}")
         return Secret(env[var])
     if env.get(f"{var}_FILE"):
         origin, file = f"{var}_FILE (environment)", env[f"{var}_FILE"]
@@ -275,10 +315,22 @@ def _secret(
         file = str((where.path or Path()).parent / Path(file).expanduser())
     else:
         return None
+    value = _read_secret(Path(file).expanduser(), f"{origin}: cannot read the {name} file {file}")
+    _check_header_text(value, f"{origin}: the InfluxDB {name} in {file}")
+    return Secret(value)
+
+
+def _read_secret(file: Path, cannot: str) -> str:
+    """The one line of a token or password file. No exception is chained: a decoding
+    error carries the file's bytes."""
     try:
-        return Secret(Path(file).expanduser().read_text(encoding="utf-8").strip())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{origin}: cannot read the {name} file {file}"
-            f" ({getattr(exc, 'strerror', None) or 'not UTF-8 text'}); fix the path"
-        ) from exc
+        with file.open("rb") as handle:
+            data = handle.read(_MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{cannot} ({exc.strerror or 'cannot open it'}); fix the path") from None
+    if len(data) > _MAX_SECRET_BYTES:
+        raise ConfigError(f"{cannot} (larger than {_MAX_SECRET_BYTES // 1024} KiB); fix the path")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cannot} (not UTF-8 text); fix the path") from None

@@ -22,15 +22,34 @@ class ConfigError(FleetError):
 
 
 class DeviceError(FleetError):
-    """A device could not be used: unreachable, refused, or its agent failed."""
+    """A device could not be used: unreachable, refused, or its agent failed. `kind` says
+    which, for the records of the cases it could not run (one of DEVICE_ERROR_KINDS)."""
 
-    def __init__(self, device: str, message: str) -> None:
+    def __init__(self, device: str, message: str, kind: str = "error") -> None:
         super().__init__(f"{device}: {message}")
         self.device = device
+        self.kind = kind
+
+
+# What went wrong with a device, as its failed cases record it.
+DEVICE_ERROR_KINDS = (
+    "unreachable",  # no connection, or the login was refused
+    "host_key",  # unknown or changed host key
+    "connection_lost",  # the connection broke mid-run
+    "agent_lost",  # the agent died (a signal, or a Python without numpy / a runtime)
+    "timeout",  # the device stopped answering (no heartbeat)
+    "disk_full",  # no space left on the device
+    "busy",  # another run holds the device
+    "interrupted",  # the run was stopped (Ctrl-C, SIGTERM)
+    "error",  # anything else: the message says what
+)
 
 
 class HostKeyError(DeviceError):
     """The device's SSH host key is unknown or changed."""
+
+    def __init__(self, device: str, message: str) -> None:
+        super().__init__(device, message, kind="host_key")
 
 
 class ConversionError(FleetError):
@@ -39,3 +58,10 @@ class ConversionError(FleetError):
 
 class SinkError(FleetError):
     """Results could not be written to an external database."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI and systemd send), raised where Ctrl-C raises KeyboardInterrupt so
+    that one path stops a run and stores what it got; exit code 143."""
+
+    exit_code = 143

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,19 @@ DEVICE_CLASSES = ("pi", "jetson", "mac", "gpu", "x86", "lab", "local")
 LOCAL = "local"
 # Relative to the login directory: SFTP and remote commands both start there.
 DEFAULT_WORKDIR = ".cache/fleet-agent"
+
+# A host's name is how runs, results and files refer to it, so it is a plain word (like a
+# DNS name): no '/', '..' on its own, quotes, spaces or shell characters. Addresses with
+# ':' (IPv6, `host:port`) go in ansible_host and ansible_port.
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+HOST_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit"
+# What ssh takes as an address: a DNS name, an ssh_config alias or an IP address.
+_ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9._:%-]{0,252}")
+# A login name, as POSIX systems and macOS allow it (and user@domain for directories).
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
+# Tags are selectors of --devices, which splits at ','.
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
+_MAX_PATH = 4096
 
 _FLEET_VARS = {"fleet_class", "fleet_python", "fleet_workdir", "fleet_tags"}
 # Read by ansible/provision.yml only; allowed here so one inventory serves both.
@@ -133,18 +147,25 @@ def _load_file(path: Path, inventory: Inventory) -> None:
         if group is None:
             group = {}
         if not isinstance(group, dict):
-            raise ConfigError(f"{where}: group {name!r} must be a mapping of hosts/children/vars")
+            raise ConfigError(
+                f"{where}: group {yamlfile.show(name)} must be a mapping of hosts/children/vars"
+            )
         unknown = set(group) - {"hosts", "children", "vars"}
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(
-                f"{yamlfile.where(path, group, key)}: unknown key {key!r} in group {name!r};"
-                " expected hosts, children or vars"
+                f"{yamlfile.where(path, group, key)}: unknown key {yamlfile.show(key)} in group"
+                f" {yamlfile.show(name)}; expected hosts, children or vars"
             )
         gvars = {**inherited, **_mapping(path, group, "vars")}
         inventory.groups.setdefault(name, [])
         for host, hvars in _mapping(path, group, "hosts").items():
             host_where.setdefault(host, yamlfile.where(path, group.get("hosts"), host))
+            if not HOST_NAME.fullmatch(host):
+                raise ConfigError(
+                    f"{host_where[host]}: host name {yamlfile.show(host)} must be {HOST_RULE};"
+                    " put an address with ':' in ansible_host"
+                )
             if hvars is not None and not isinstance(hvars, dict):
                 raise ConfigError(f"{host_where[host]}: host {host!r} vars must be a mapping")
             hosts[host] = {**hosts.get(host, {}), **gvars, **(hvars or {})}
@@ -162,6 +183,11 @@ def _load_file(path: Path, inventory: Inventory) -> None:
         for name, group in data.items():
             walk(name, group, {}, yamlfile.where(path, data, name))
     for host, hvars in hosts.items():
+        if host in inventory.devices:  # an earlier file of the folder has it
+            raise ConfigError(
+                f"{host_where[host]}: host {host!r} is also declared at"
+                f" {inventory.devices[host].source}; declare each host in one file"
+            )
         device = _device(host, hvars, tuple(host_groups[host]), host_where[host], known_hosts)
         inventory.devices[host] = device
     # As in Ansible, every host is in `all`, whether or not the file spells that group out.
@@ -185,38 +211,72 @@ def _device(
     for key in hvars:
         if key.startswith("fleet_") and key not in _FLEET_VARS | _PROVISIONING_VARS:
             raise ConfigError(
-                f"{where}: unknown variable {key!r} for host {name!r};"
+                f"{where}: unknown variable {yamlfile.show(key)} for host {name!r};"
                 f" fleet knows {', '.join(sorted(_FLEET_VARS))}"
             )
-    device_class = str(hvars.get("fleet_class", "x86"))
+    device_class = hvars.get("fleet_class", "x86")
     if device_class not in DEVICE_CLASSES:
         raise ConfigError(
-            f"{where}: fleet_class {device_class!r} of {name!r} is not one of"
+            f"{where}: fleet_class {yamlfile.show(device_class)} of {name!r} is not one of"
             f" {', '.join(DEVICE_CLASSES)}"
         )
     port = hvars.get("ansible_port", 22)
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise ConfigError(f"{where}: ansible_port of {name!r} must be a port number, not {port!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(
+            f"{where}: ansible_port of {name!r} must be a port number from 1 to 65535,"
+            f" not {yamlfile.show(port)}"
+        )
     tags = hvars.get("fleet_tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ConfigError(f"{where}: fleet_tags of {name!r} must be a list of strings")
-    key_file = hvars.get("ansible_ssh_private_key_file")
+    for tag in tags:
+        if not _TAG.fullmatch(tag):
+            raise ConfigError(
+                f"{where}: tag {yamlfile.show(tag)} of {name!r} must be 1-64 letters, digits,"
+                " '.', '_', ':', '+' or '-', starting with a letter or digit"
+            )
+    host = _text(hvars, "ansible_host", where, _ADDRESS, "a host name or IP address")
+    user = _text(hvars, "ansible_user", where, _USER, "a login name")
+    key_file = _path(hvars, "ansible_ssh_private_key_file", where)
     if key_file is not None:
-        key_path = Path(str(key_file)).expanduser()
+        key_path = Path(key_file).expanduser()
         if not key_path.is_absolute():  # Ansible resolves it against the inventory's folder
             key_path = known_hosts.parent / key_path
         key_file = str(key_path)
     return Device(
         name=name,
-        host=str(hvars.get("ansible_host", name)),
+        host=host or name,
         port=port,
-        user=str(hvars["ansible_user"]) if "ansible_user" in hvars else None,
+        user=user,
         key_file=key_file,
         device_class=device_class,
-        python=str(hvars.get("fleet_python", "python3")),
-        workdir=str(hvars.get("fleet_workdir", DEFAULT_WORKDIR)),
+        python=_path(hvars, "fleet_python", where) or "python3",
+        workdir=_path(hvars, "fleet_workdir", where) or DEFAULT_WORKDIR,
         tags=tuple(tags),
         groups=groups,
         known_hosts=known_hosts if known_hosts.exists() else None,
         source=where,
+    )
+
+
+def _text(
+    hvars: Mapping[str, Any], key: str, where: str, pattern: re.Pattern[str], what: str
+) -> str | None:
+    """A variable that must be a plain word, as it becomes part of an SSH login; None when
+    the host has none."""
+    value = hvars.get(key)
+    if value is None or (isinstance(value, str) and pattern.fullmatch(value)):
+        return value
+    raise ConfigError(f"{where}: {key} must be {what}, not {yamlfile.show(value)}")
+
+
+def _path(hvars: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A path here or on the device: one line of text (commands quote it); None when the
+    host has none."""
+    value = hvars.get(key)
+    if value is None or yamlfile.is_line(value, _MAX_PATH):
+        return value
+    raise ConfigError(
+        f"{where}: {key} must be a path (text without control characters),"
+        f" not {yamlfile.show(value)}"
     )

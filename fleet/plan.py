@@ -4,27 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fleet.artifacts.variant import Variant
 from fleet.inventory import Device
 from fleet.suite import ModelSpec, Suite
+from fleet_agent.protocol import Settings, Task
 
 RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
 # The variant every other one is compared with for accuracy drop and agreement.
 REFERENCE = Variant("onnx", "fp32")
+
+Key = tuple[str, str]  # (model name, variant as written in the suite): one conversion
 
 
 @dataclass(frozen=True)
 class Case:
     model: ModelSpec
     variant: Variant
-    settings: Mapping[str, Any]
+    settings: Settings
     budgets: Mapping[str, float]
 
     @property
     def id(self) -> str:
         return f"{self.model.name}/{self.variant}"
+
+    @property
+    def key(self) -> Key:
+        return (self.model.name, str(self.variant))
+
+    @property
+    def task(self) -> Task:
+        # A decoder (declared in the suite) also gets time to first token and tokens/s.
+        return "generate" if self.model.declared.get("architecture") == "decoder" else None
 
     @property
     def runtime(self) -> str:
@@ -50,12 +61,12 @@ class Plan:
     suite: Suite
     devices: tuple[DevicePlan, ...]
 
-    def variants(self) -> list[tuple[ModelSpec, Variant]]:
-        """Each (model, variant) once: what has to be converted before the push."""
-        seen: dict[tuple[str, Variant], tuple[ModelSpec, Variant]] = {}
+    def conversions(self) -> list[Case]:
+        """One case per (model, variant): what has to be converted before the push."""
+        seen: dict[Key, Case] = {}
         for device_plan in self.devices:
             for case in device_plan.cases:
-                seen.setdefault((case.model.name, case.variant), (case.model, case.variant))
+                seen.setdefault(case.key, case)
         return list(seen.values())
 
 

@@ -2,47 +2,50 @@
 
 Devices run in parallel (bounded); on one device the cases run one at a time, in the agent.
 A device that fails is reported in the outcome while the others finish: partial failure is
-data, not an exception.
+data, not an exception. What to build and what to store are pure functions elsewhere
+(`fleet/job.py`, `fleet/records.py`); this module connects, sends, converses and dispatches.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import fleet_agent
+from fleet import records
 from fleet.agent_build import AgentApp, build_agent
 from fleet.artifacts import Artifact, FidelityBudgetError, check_fidelity_budget, convert
-from fleet.artifacts.cache import sha256_file
-from fleet.config import InfluxConfig
-from fleet.errors import DeviceError, FleetError
-from fleet.inventory import Device
-from fleet.plan import Case, DevicePlan, Plan, make_plan
-from fleet.results.influx import PushReport, push_pending
-from fleet.results.record import ERRORS, FINDINGS, Record, make_record
+from fleet.errors import DeviceError, FleetError, Terminated
+from fleet.job import DeviceJob, build_job
+from fleet.plan import Case, DevicePlan, Key, Plan
+from fleet.results.record import ERRORS, FINDINGS, Record
 from fleet.results.store import Store
-from fleet.suite import Suite, check_budgets
 from fleet.transport import Process, Transport, connect
+from fleet_agent import protocol
 
-# Extra silence allowed beyond a case's own timeout before the agent is declared hung.
-AGENT_GRACE_S = 120.0
+# An agent silent this long is hung (it sends a heartbeat every protocol.HEARTBEAT_S), and
+# so is the device or the connection under it.
+SILENCE_S = 6 * protocol.HEARTBEAT_S
 
-Reporter = Callable[[str, str], None]  # (device, message)
+Progress = Callable[[str, str], None]  # (device, message)
+
+
+def _quiet(device: str, message: str) -> None:
+    """The default progress callback: say nothing."""
 
 
 @dataclass
 class RunOutcome:
     run_id: str
     records: list[Record] = field(default_factory=list)
-    device_errors: dict[str, str] = field(default_factory=dict)
-    push: PushReport | None = None
+    # The devices that failed, each with its exception (kind, device and message).
+    device_errors: dict[str, FleetError] = field(default_factory=dict)
     running: list[Process] = field(default_factory=list, repr=False)  # agents at work now
+    stopped: int | None = None  # the exit code of a run stopped by a signal (130, 143)
 
     @property
     def results(self) -> list[Record]:
@@ -59,6 +62,8 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
+        if self.stopped is not None:
+            return self.stopped
         statuses = {r.status for r in self.results}
         # Nothing measured at all (every case skipped) is no pass: the devices lack runtimes.
         nothing_ran = statuses == {"skipped"}
@@ -74,27 +79,22 @@ def new_run_id() -> str:
 
 
 def run_suite(
-    suite: Suite,
-    devices: Sequence[Device],
-    store: Store,
-    *,
-    parallel: int = 4,
-    report: Reporter = lambda device, message: None,
-    influx: InfluxConfig | None = None,
+    plan: Plan, store: Store, *, parallel: int = 4, progress: Progress = _quiet
 ) -> RunOutcome:
-    """Run the suite; every record is in the store before this returns or raises. With an
-    InfluxDB configured, what the store holds unsent then goes there (spooled if it is down)."""
+    """Run the plan; every record is in the store before this returns or raises. Sending
+    the results on to InfluxDB is the caller's choice (`fleet.results.influx.push_pending`)."""
     started = time.monotonic()
-    plan = make_plan(suite, devices)
     outcome = RunOutcome(new_run_id())
-    artifacts, refused = prepare_artifacts(plan, report)
+    artifacts, refused = prepare_artifacts(plan, progress)
     agent = build_agent()
-    store.start_run(outcome.run_id, suite.name, [d.name for d in devices])
+    names = [dp.device.name for dp in plan.devices]
+    store.start_run(outcome.run_id, plan.suite.name, names)
     try:
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = {
                 pool.submit(
-                    DeviceRun(suite.name, dp, artifacts, refused, agent, store, outcome, report).run
+                    DeviceRun(plan.suite.name, dp, artifacts, refused, agent, store, outcome).run,
+                    progress,
                 ): dp.device.name
                 for dp in plan.devices
             }
@@ -103,51 +103,39 @@ def run_suite(
                     try:
                         future.result()
                     except FleetError as exc:
-                        outcome.device_errors[name] = str(exc)
-                        report(name, f"ERROR {exc}")
-            except KeyboardInterrupt:
-                # Stop the agents rather than wait for them; what they sent is stored.
+                        outcome.device_errors[name] = exc
+                        progress(name, f"ERROR {exc}")
+            except KeyboardInterrupt as exc:
+                # Stop the agents rather than wait for them; what they sent is stored, and
+                # each device's unfinished cases are stored as interrupted.
+                outcome.stopped = exc.exit_code if isinstance(exc, Terminated) else 130
                 for process in list(outcome.running):
                     process.kill()
                 raise
     finally:
-        store.add(run_record(suite.name, devices, outcome, time.monotonic() - started))
+        summary = records.run_record(
+            plan.suite.name,
+            outcome.run_id,
+            names,
+            len(outcome.results),
+            len(outcome.failed),
+            outcome.exit_code,
+            time.monotonic() - started,
+        )
+        store.add(summary)
         store.finish_run(outcome.run_id, outcome.exit_code)
-    if influx is not None:
-        outcome.push = push_pending(store, influx)
     return outcome
 
 
-def run_record(
-    suite: str, devices: Sequence[Device], outcome: RunOutcome, duration_s: float
-) -> Record:
-    """The run's summary, for the run list and the dashboards' annotations."""
-    return make_record(
-        "run",
-        {"suite": suite},
-        {
-            "run_id": outcome.run_id,
-            "exit_code": outcome.exit_code,
-            "results": len(outcome.results),
-            "failed": len(outcome.failed),
-            "devices": ",".join(d.name for d in devices),
-            "duration_s": duration_s,
-        },
-    )
-
-
-Key = tuple[str, str]  # (model name, variant as written in the suite)
-
-
-def prepare_artifacts(plan: Plan, report: Reporter) -> tuple[dict[Key, Artifact], dict[Key, str]]:
+def prepare_artifacts(plan: Plan, progress: Progress) -> tuple[dict[Key, Artifact], dict[Key, str]]:
     """Convert every (model, variant) once, before any device time is spent. A variant whose
     conversion already loses more accuracy than the suite's accuracy_drop_pp budget is
     refused here: (artifacts, refused variants with the reason)."""
     artifacts, refused = {}, {}
-    for model, variant in plan.variants():
-        report("controller", f"artifact {model.name} {variant}")
-        key = (model.name, str(variant))
-        artifacts[key] = convert(
+    for case in plan.conversions():
+        model, variant = case.model, case.variant
+        progress("controller", f"artifact {model.name} {variant}")
+        artifacts[case.key] = convert(
             model.path,
             variant,
             calibration=model.calibration,
@@ -157,10 +145,10 @@ def prepare_artifacts(plan: Plan, report: Reporter) -> tuple[dict[Key, Artifact]
         limit = {**plan.suite.budgets, **model.budgets}.get("accuracy_drop_pp")
         if limit is not None and model.dataset is not None:
             try:
-                check_fidelity_budget(artifacts[key].card, limit)
+                check_fidelity_budget(artifacts[case.key].card, limit)
             except FidelityBudgetError as exc:
-                refused[key] = str(exc)
-                report("controller", f"refused {model.name} {variant}: {exc}")
+                refused[case.key] = str(exc)
+                progress("controller", f"refused {model.name} {variant}: {exc}")
     return artifacts, refused
 
 
@@ -176,9 +164,7 @@ class DeviceRun:
         agent: AgentApp,
         store: Store,
         outcome: RunOutcome,
-        report: Reporter,
     ) -> None:
-        self.suite = suite
         self.plan = plan
         self.device = plan.device
         self.artifacts = artifacts
@@ -186,240 +172,148 @@ class DeviceRun:
         self.agent = agent
         self.store = store
         self.outcome = outcome
-        self.report = report
-        self.sysinfo: dict[str, Any] = {}
-        self.agent_version = ""
+        self.ctx = records.DeviceContext(suite, outcome.run_id, plan.device)
+        self.finished: set[str] = set()  # ids of the cases with a record
         self.agent_path = f"{self.device.workdir}/{agent.name}"
-        self.outputs = f"{self.device.workdir}/outputs/{outcome.run_id}"
-        self.reference_accuracy: dict[str, float] = {}
 
-    def run(self) -> None:
+    def run(self, progress: Progress) -> None:
         try:
-            self.report(self.device.name, "connecting")
-            transport = connect(self.device)
-            try:
-                job, cases = self.push(transport)
-                self.report(self.device.name, f"running {len(cases)} case(s)")
-                if cases:
-                    self.converse(transport, job, cases)
-                # The FP32 outputs only served this run's comparisons.
-                transport.check(["rm", "-rf", self.outputs])
-            finally:
-                transport.close()
+            self.attempt(progress)
+        except FleetError as exc:
+            # A failed device is data: each case it did not finish is stored, with why.
+            kind = exc.kind if isinstance(exc, DeviceError) else "error"
+            if self.outcome.stopped is not None:
+                kind = "interrupted"
+            for case in self.plan.cases:
+                if case.key not in self.refused and case.id not in self.finished:
+                    artifact = self.artifacts[case.key]
+                    self.keep(records.failed_record(self.ctx, case, artifact, kind, str(exc)))
+            raise
         finally:  # a refusal is decided before device time: kept even if the device failed
             for case in self.plan.cases:
-                reason = self.refused.get((case.model.name, str(case.variant)))
+                reason = self.refused.get(case.key)
                 if reason is not None:
-                    self.keep(self.refused_record(case, reason))
+                    artifact = self.artifacts[case.key]
+                    self.keep(records.refused_record(self.ctx, case, artifact, reason))
 
-    def push(self, transport: Transport) -> tuple[dict[str, Any], dict[str, Case]]:
-        """Send the agent, artifacts and data sets the device lacks; build the job."""
+    def attempt(self, progress: Progress) -> None:
+        name = self.device.name
+        progress(name, "connecting")
+        transport = connect(self.device)
+        try:
+            work = build_job(self.outcome.run_id, self.plan, self.artifacts, self.refused)
+            self.push(transport, work, progress)
+            progress(name, f"running {len(work.cases)} case(s)")
+            if work.cases:
+                self.converse(transport, work, progress)
+        finally:
+            transport.close()
+
+    def push(self, transport: Transport, work: DeviceJob, progress: Progress) -> None:
+        """Send the agent, artifacts and data sets the device lacks."""
         workdir = self.device.workdir
-        transport.check(["mkdir", "-p", f"{workdir}/cache", f"{workdir}/outputs"])
-        self.send(transport, self.agent.path, self.agent_path)
-        job_cases, cases = [], {}
-        outputs = self.outputs
-        transport.check(["mkdir", "-p", outputs])
-        for case in self.plan.cases:
-            if (case.model.name, str(case.variant)) in self.refused:
-                continue
-            artifact = self.artifacts[(case.model.name, str(case.variant))]
-            remote = f"{workdir}/cache/{artifact.sha256}{artifact.path.suffix}"
-            self.send(transport, artifact.path, remote)
-            dataset = None
-            if case.model.dataset is not None:
-                dataset = f"{workdir}/cache/{sha256_file(case.model.dataset)}.npz"
-                self.send(transport, case.model.dataset, dataset)
-            reference = f"{outputs}/{case.model.name}.npy" if case.has_reference else None
-            settings = dict(case.settings)
-            # A decoder (declared in the suite) also gets time-to-first-token and tokens/s.
-            task = "generate" if case.model.declared.get("architecture") == "decoder" else None
-            job_cases.append(
-                {
-                    "id": case.id,
-                    "model": case.model.name,
-                    "artifact": remote,
-                    "sha256": artifact.sha256,
-                    "format": case.variant.format,
-                    "precision": case.variant.precision,
-                    "runtime": case.runtime,
-                    "provider": settings["provider"],
-                    "threads": settings["threads"],
-                    "batch": settings["batch"],
-                    "dataset": dataset,
-                    "save_outputs": reference if case.is_reference else None,
-                    "reference": reference if not case.is_reference else None,
-                    "settings": settings,
-                    "timeout_s": settings["timeout_s"],
-                    "task": task,
-                    # Inputs are made before the model loads, so the memory baseline has them.
-                    "inputs": artifact.card.get("inputs"),
-                }
-            )
-            cases[case.id] = case
-        job = {
-            "protocol": fleet_agent.PROTOCOL,
-            "run_id": self.outcome.run_id,
-            "workdir": workdir,
-            "cases": job_cases,
-        }
-        return job, cases
+        transport.check(["mkdir", "-p", f"{workdir}/cache"])
+        for local, remote in [(self.agent.path, self.agent_path), *work.uploads]:
+            # Content-addressed: a file already on the device under its name is never resent.
+            if not transport.exists(remote):
+                progress(self.device.name, f"push {local.name}")
+                transport.put(local, remote)
 
-    def send(self, transport: Transport, local: Path, remote: str) -> None:
-        """Content-addressed: a file already on the device under its hash is never resent."""
-        if not transport.exists(remote):
-            self.report(self.device.name, f"push {local.name}")
-            transport.put(local, remote)
-
-    def converse(self, transport: Transport, job: dict[str, Any], cases: dict[str, Case]) -> None:
-        proc = transport.run(
-            [self.device.python, self.agent_path, "serve"], stdin=json.dumps(job).encode() + b"\n"
-        )
+    def converse(self, transport: Transport, work: DeviceJob, progress: Progress) -> None:
+        stdin = json.dumps(work.job).encode() + b"\n"
+        proc = transport.run([self.device.python, self.agent_path, "serve"], stdin=stdin)
         self.outcome.running.append(proc)
         try:
-            self.read_events(proc, job, cases)
-        finally:
-            self.outcome.running.remove(proc)
-
-    def read_events(self, proc: Process, job: dict[str, Any], cases: dict[str, Case]) -> None:
-        idle = max(float(c["timeout_s"]) for c in job["cases"]) + AGENT_GRACE_S
-        done = False
-        for line in proc.lines(idle_timeout=idle):
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                raise DeviceError(
-                    self.device.name, f"agent printed a line that is not JSON: {line[:120]!r}"
-                ) from None
-            done = self.handle(event, cases) or done
-        code = proc.wait()
-        if not done:
+            done = False
+            for line in proc.lines(idle_timeout=SILENCE_S):
+                try:
+                    event = protocol.parse_event(line)
+                except protocol.ProtocolError as exc:
+                    raise DeviceError(self.device.name, f"agent sent {exc}") from None
+                done = self.handle(event, work, progress) or done
+            code = proc.wait()
+        except DeviceError as exc:
+            if exc.kind != "timeout":
+                raise
             raise DeviceError(
                 self.device.name,
-                f"agent ended without finishing (exit {code}): {proc.stderr_text()}"
-                f" — check that {self.device.python} has numpy and a runtime",
-            )
+                f"no word from the agent for {SILENCE_S:g} s (it sends a heartbeat every"
+                f" {protocol.HEARTBEAT_S:g} s): the device or its connection hung; stopped it",
+                "timeout",
+            ) from None
+        finally:
+            self.outcome.running.remove(proc)
+        if not done:
+            raise self.ended(code, proc, transport)
 
-    def handle(self, event: dict[str, Any], cases: dict[str, Case]) -> bool:
+    def ended(self, code: int, proc: Process, transport: Transport) -> DeviceError:
+        """Why the agent stopped before `done`, blaming what did it."""
+        name, stderr = self.device.name, proc.stderr_text()
+        if not transport.alive():
+            message = "the connection to the device closed before the agent finished"
+            return DeviceError(name, message, "connection_lost")
+        if "No module named" in stderr:
+            message = f"{stderr} — check that {self.device.python} has numpy and a runtime"
+            return DeviceError(name, f"the agent could not start: {message}", "agent_lost")
+        if code < 0 or code > 128:  # a local process: -N; a shell: 128 + N; over SSH: -1
+            number = -code if code < -1 else code - 128 if code > 128 else 0
+            known = number in {s.value for s in signal.Signals}
+            how = signal.Signals(number).name if known else "a signal"
+            return DeviceError(name, f"the agent was killed by {how}", "agent_lost")
+        message = f"the agent ended without finishing (exit {code}): {stderr or 'no output'}"
+        return DeviceError(name, message, "agent_lost")
+
+    def handle(self, event: protocol.Event, work: DeviceJob, progress: Progress) -> bool:
         """Act on one agent event; True once the agent says it is done."""
-        kind = event.get("event")
-        if kind == "hello":
-            self.agent_version = str(event.get("agent_version"))
-            if event.get("protocol") != fleet_agent.PROTOCOL:
+        name = self.device.name
+        if event["event"] == "hello":
+            self.ctx.agent_version = event["agent_version"]
+            if event["protocol"] != protocol.PROTOCOL:
                 raise DeviceError(
-                    self.device.name,
-                    f"agent speaks protocol {event.get('protocol')}, controller"
-                    f" {fleet_agent.PROTOCOL}; upgrade fleet on both sides",
+                    name,
+                    f"agent speaks protocol {event['protocol']}, controller"
+                    f" {protocol.PROTOCOL}; upgrade fleet on both sides",
                 )
-        elif kind == "fatal":
-            raise DeviceError(self.device.name, f"agent: {event.get('message')}")
-        elif kind == "sysinfo":
-            self.sysinfo = {k: v for k, v in event.items() if k != "event"}
-            self.keep(make_record("device", self.tags(), self.device_fields()))
-        elif kind == "case_start":
-            self.report(self.device.name, f"{event['case']} started")
-        elif kind == "progress":
-            self.report(
-                self.device.name,
-                f"{event['case']} repetition {event['repetition']}/{event['repetitions']}",
+        elif event["event"] == "fatal":
+            raise DeviceError(name, f"agent: {event['message']}", event["reason"])
+        elif event["event"] == "sysinfo":
+            self.ctx.facts = event["facts"]
+            self.keep(records.device_record(self.ctx))
+        elif event["event"] == "case_start":
+            progress(name, f"{event['case']} started")
+        elif event["event"] == "progress":
+            progress(
+                name, f"{event['case']} repetition {event['repetition']}/{event['repetitions']}"
             )
-        elif kind in ("result", "case_error"):
-            record = self.case_record(event, cases[event["case"]])
-            self.keep(record)
-            for entry in event.get("generation") or []:
-                self.keep(self.generation_record(entry, record))
-        elif kind == "done":
+        elif event["event"] == "case_error":
+            case = self._case(work, event["case"])
+            self.keep(records.error_record(self.ctx, case, self.artifacts[case.key], event))
+            self.finished.add(case.id)
+            progress(name, f"{case.id} {event['kind']}: {event['message']}")
+        elif event["event"] == "result":
+            case = self._case(work, event["case"])
+            result = records.result_record(self.ctx, case, self.artifacts[case.key], event)
+            self.keep(result)
+            self.finished.add(case.id)
+            for record in records.generation_records(result, event["generation"]):
+                self.keep(record)
+            broken = result.fields.get("budget_failures")
+            verdict = f"FAIL {broken}" if broken else "PASS"
+            p50 = event["fields"].get("latency_ms_p50", float("nan"))
+            progress(name, f"{case.id} p50 {p50:.3f} ms {verdict}")
+        elif event["event"] == "done":
             return True
-        return False
+        return False  # a heartbeat: the agent is alive, which reading it already showed
+
+    def _case(self, work: DeviceJob, case_id: str) -> Case:
+        case = work.cases.get(case_id)
+        if case is None:
+            raise DeviceError(
+                self.device.name, f"agent sent a result for an unknown case {case_id!r}"
+            )
+        return case
 
     def keep(self, record: Record) -> None:
         """Store first, then everything else: a crash after this loses nothing."""
         self.store.add(record)
         self.outcome.records.append(record)
-
-    def tags(
-        self, case: Case | None = None, extra: Mapping[str, str] | None = None
-    ) -> dict[str, str]:
-        tags = {
-            "suite": self.suite,
-            "device": self.device.name,
-            "device_class": self.device.device_class,
-            "arch": str(self.sysinfo.get("arch", "unknown")),
-            "os": str(self.sysinfo.get("os", "unknown")),
-        }
-        if case is not None:
-            tags.update(
-                model=case.model.name,
-                format=case.variant.format,
-                precision=case.variant.precision,
-                runtime=case.runtime,
-                provider=str(case.settings["provider"]),
-                batch=str(case.settings["batch"]),
-                threads=str(case.settings["threads"]),
-            )
-        tags.update(extra or {})
-        return tags
-
-    def device_fields(self) -> dict[str, object]:
-        fields: dict[str, object] = {"run_id": self.outcome.run_id, "status": "ok"}
-        for key, value in self.sysinfo.items():
-            # "unavailable" is left out: a field must keep one type across devices and runs;
-            # arch and os are tags already.
-            if key in ("arch", "os"):
-                continue
-            if isinstance(value, bool | int | float | str) and value != "unavailable":
-                fields[key] = value
-        return fields
-
-    def artifact_fields(self, case: Case) -> dict[str, object]:
-        artifact = self.artifacts[(case.model.name, str(case.variant))]
-        return {
-            "run_id": self.outcome.run_id,
-            "model_sha256": artifact.sha256,
-            "agent_version": self.agent_version,
-            "model_size_mb": artifact.card.get("model_size_mb"),
-            "params": artifact.card.get("params"),
-        }
-
-    def refused_record(self, case: Case, reason: str) -> Record:
-        fields = self.artifact_fields(case)
-        fields.update(status="refused", message=reason, passed=False)
-        return make_record("result", self.tags(case), fields)
-
-    def case_record(self, event: dict[str, Any], case: Case) -> Record:
-        fields = self.artifact_fields(case)
-        if event["event"] == "case_error":
-            fields.update(status=event["kind"], message=event.get("message", ""), passed=False)
-            if event["kind"] == "skipped":
-                fields.pop("passed")
-            self.report(self.device.name, f"{case.id} {event['kind']}: {event.get('message')}")
-            return make_record("result", self.tags(case), fields)
-        measured = {k: v for k, v in event["fields"].items() if _finite(v)}
-        fields.update(measured, status="ok")
-        accuracy = measured.get("accuracy_top1")
-        if case.is_reference and isinstance(accuracy, float):
-            self.reference_accuracy[case.model.name] = accuracy
-        elif isinstance(accuracy, float) and case.model.name in self.reference_accuracy:
-            fields["accuracy_drop_pp"] = (self.reference_accuracy[case.model.name] - accuracy) * 100
-        broken = check_budgets(fields, case.budgets)
-        fields.update(passed=not broken, budget_failures="; ".join(broken))
-        verdict = "PASS" if not broken else "FAIL " + "; ".join(broken)
-        self.report(
-            self.device.name, f"{case.id} p50 {measured['latency_ms_p50']:.3f} ms {verdict}"
-        )
-        return make_record("result", self.tags(case, event.get("tags")), fields)
-
-    def generation_record(self, entry: Mapping[str, float], result: Record) -> Record:
-        """A decoder's figures at one context length: the result's tags plus the length."""
-        tags = {**result.tags, "context_tokens": str(int(entry["context_tokens"]))}
-        kept = ("run_id", "model_sha256", "agent_version", "runtime_version", "valid", "status")
-        fields = {k: result.fields[k] for k in kept if k in result.fields}
-        # context_tokens is a tag: the same name as a field would clash in InfluxDB.
-        fields.update(
-            {k: float(v) for k, v in entry.items() if k != "context_tokens" and _finite(float(v))}
-        )
-        return make_record("generation", tags, fields)
-
-
-def _finite(value: object) -> bool:
-    return not isinstance(value, float) or (value == value and abs(value) != float("inf"))

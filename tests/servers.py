@@ -24,8 +24,10 @@ from typing import Any
 
 import pytest
 
+from fleet.records import generation_records
 from fleet.results.record import Record, make_record
 from fleet.results.store import Store
+from fleet_agent.protocol import GenerationEntry
 
 
 def free_port() -> int:
@@ -255,7 +257,7 @@ def fill_store(store: Store, runs: int = 2) -> list[Record]:
 
     On the first night digits_cnn tflite:int8 times out on the Pi; everything else has numbers.
     Each device also runs the decoder tiny_gpt: a result, then a generation record per context
-    length, shaped as the runner's `generation_record` makes them.
+    length, made by the runner's own `fleet.records.generation_records`.
     """
     added = []
 
@@ -320,34 +322,26 @@ def fill_store(store: Store, runs: int = 2) -> list[Record]:
             }
             at += 10**6
             results.append(add("result", {**decoder, "runtime": "onnxruntime"}, fields, at))
+            entries: list[GenerationEntry] = []
             for context in (32, 128):
                 ttft = context / 16 * (d + 1) + night / 10
-                figures = {
-                    "context_tokens": context,  # the runner moves it to the tags
-                    "ttft_ms": ttft,
-                    "prefill_tokens_per_s": context / ttft * 1000,
-                    "decode_tokens_per_s": 250 / (d + 1) - night,
-                    "decode_tokens": 32,
-                }
-                add(*generation(results[-1], figures), at + 1000)
+                entries.append(
+                    {
+                        "context_tokens": float(context),  # the runner moves it to the tags
+                        "ttft_ms": ttft,
+                        "prefill_tokens_per_s": context / ttft * 1000,
+                        "decode_tokens_per_s": 250 / (d + 1) - night,
+                        "decode_tokens": 32.0,
+                    }
+                )
+            for record in generation_records(results[-1], entries):
+                add(record.measurement, record.tags, record.fields, at + 1000)
         failed = [r for r in results if r.status != "ok" or r.fields.get("passed") is False]
         summary = {"run_id": run_id, "exit_code": 1, "results": len(results)}
         summary.update(failed=len(failed), devices=",".join(DEVICES), duration_s=40.0)
         add("run", {"suite": "smoke"}, summary, start + 10**8)
         store.finish_run(run_id, 1)
     return added
-
-
-def generation(
-    result: Record, figures: Mapping[str, float]
-) -> tuple[str, dict[str, object], dict[str, object]]:
-    """(measurement, tags, fields) of a decoder's figures at one context length, as
-    `fleet.runner.DeviceRun.generation_record` makes them from the case's result."""
-    tags: dict[str, object] = {**result.tags, "context_tokens": str(int(figures["context_tokens"]))}
-    kept = ("run_id", "model_sha256", "agent_version", "runtime_version", "valid", "status")
-    fields: dict[str, object] = {k: result.fields[k] for k in kept if k in result.fields}
-    fields.update({k: float(v) for k, v in figures.items() if k != "context_tokens"})
-    return "generation", tags, fields
 
 
 @pytest.fixture

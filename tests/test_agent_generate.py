@@ -49,12 +49,13 @@ def test_figures_per_context_length(session):
             "decode_tokens_per_s",
             "decode_tokens",
         }
-        assert entry["ttft_ms"] > 0 and entry["decode_tokens"] == 4.0
+        assert entry["ttft_ms"] > 0 and entry["decode_tokens_per_s"] > 0
+        assert entry["decode_tokens"] == 4.0
         assert entry["prefill_tokens_per_s"] == pytest.approx(
             entry["context_tokens"] / (entry["ttft_ms"] / 1e3)
         )
-        # Without a KV cache every decode step is a full pass, as is the prefill.
-        assert 0.2 < entry["decode_tokens_per_s"] * entry["ttft_ms"] / 1e3 < 5
+        # How a decode step's cost compares with the prefill's is a timing figure, which
+        # the machine's load can move either way: that is for bench/, not for a test.
 
 
 def test_a_context_longer_than_the_window_is_refused(session):

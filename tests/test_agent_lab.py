@@ -22,7 +22,10 @@ ZOO = ROOT / "zoo"
 
 pytestmark = pytest.mark.slow
 
-QUICK = {"warmup_iterations": 10, "min_iterations": 150, "max_seconds": 5, "repetitions": 2}
+# max_seconds is only a cap, far above what any case needs even on a busy machine, so that
+# every case reaches the samples p99 needs (662 over the two repetitions).
+QUICK = {"warmup_iterations": 10, "min_iterations": 150, "max_seconds": 60, "repetitions": 2}
+P99 = 662  # fleet_agent.stats.min_samples_for(99)
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +113,7 @@ def test_every_field_for_onnx_runtime_and_litert_and_the_older_board(tmp_path, o
         if (model, fmt, precision) != ("digits_cnn", "onnx", "fp32") and model != "tiny_gpt":
             missing |= AGAINST_REFERENCE - set(fields)
         assert not missing, (model, fmt, precision, missing)
-        assert fields["status"] == "ok" and fields["iterations"] >= 662
+        assert fields["status"] == "ok" and fields["iterations"] >= P99
         assert record.tags["runtime"] == ("litert" if fmt == "tflite" else "onnxruntime")
         assert record.tags["provider"] == ("xnnpack" if fmt == "tflite" else "cpu")
         if model == "digits_cnn":
@@ -156,31 +159,44 @@ def test_every_field_for_onnx_runtime_and_litert_and_the_older_board(tmp_path, o
     assert facts["lab2"]["python"] == python_version(old_board_python)
 
 
-def busy_neighbour(core: str) -> subprocess.Popen[bytes]:
-    """A CPU hog pinned on the lab device's core, outside its cgroup."""
-    return subprocess.Popen(["taskset", "-c", core, sys.executable, "-c", "while True: pass"])
+def busy_neighbours(core: str, count: int = 3) -> list[subprocess.Popen[bytes]]:
+    """CPU hogs pinned on the lab device's core, outside its cgroup, each in its loop when
+    this returns. Three take at least three quarters of the core from a one-thread worker
+    (half from one with two busy threads); other work on that core only takes more."""
+    code = "import sys; print(flush=True); sys.stdout.close()\nwhile True: pass"
+    hogs = [
+        subprocess.Popen(
+            ["taskset", "-c", core, sys.executable, "-c", code], stdout=subprocess.PIPE
+        )
+        for _ in range(count)
+    ]
+    for hog in hogs:
+        assert hog.stdout is not None
+        hog.stdout.readline()
+    return hogs
 
 
 def test_a_busy_neighbour_on_the_same_core_makes_the_run_invalid(tmp_path):
-    # That the CPU-wait measure tells a run on its own core from one that shares it is
-    # tested in tests/test_measure.py; other work on this shared machine may well be on the
-    # lab device's core too, so here only the neighbour's own effect is asserted.
+    # The CPU-wait measure itself is tested in tests/test_measure.py. Here: the neighbours
+    # make the case invalid, with the reason, whatever else this machine runs (other work on
+    # the device's core adds to the wait, it cannot take it away).
     folder = tmp_path / "lab"
     (device,) = lab_lib.up(folder, 1)
     mlp = {"name": "digits_mlp", "path": str(ZOO / "digits_mlp.onnx"), "variants": ["onnx:fp32"]}
     suite = write_suite(tmp_path, [mlp], min_seconds=0.5)
-    hog = busy_neighbour(device.cpus)
+    hogs = busy_neighbours(device.cpus)
     try:
         code, output = run(suite, folder, tmp_path / "noisy.sqlite")
     finally:
-        hog.kill()
-        hog.wait()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
         lab_lib.down(folder)
     assert code == 0, output  # not valid is a finding about the numbers, not a failure
     (noisy,) = Store(tmp_path / "noisy.sqlite").records(measurement="result")
     assert noisy.fields["valid"] is False
     reasons = noisy.fields["invalid_reasons"]
     assert "the worker waited" in reasons and "of the timed phase for a CPU" in reasons
-    # The hog, as busy as the worker, takes about half the core (more with other work).
+    # About 0.75 with three hogs; the limit that makes a run invalid is 0.1.
     assert noisy.fields["cpu_wait_frac"] > 0.3
     assert "(noisy)" in output  # the results table says so too

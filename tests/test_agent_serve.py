@@ -4,7 +4,6 @@ one case and let the next run, throttling seen by a Raspberry Pi's vcgencmd."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,75 +14,24 @@ from pathlib import Path
 
 import pytest
 from fields import AGENT_RESULT_FIELDS
+from jobs import make_case, make_job, of, serve, settings
 
 from fleet.agent_build import build_agent
 from fleet.artifacts import Variant, convert
+from fleet_agent import protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo"
 FIXTURES = ROOT / "tests" / "fixtures" / "sysinfo"
-
-QUICK = {"warmup_iterations": 5, "min_iterations": 50, "max_seconds": 5, "repetitions": 2}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def make_case(case_id: str, artifact: Path, **extra: object) -> dict[str, object]:
-    runtime = "litert" if artifact.suffix == ".tflite" else "onnxruntime"
-    case: dict[str, object] = {
-        "id": case_id,
-        "model": case_id,
-        "artifact": str(artifact),
-        "sha256": sha256(artifact) if artifact.exists() else "0" * 64,
-        "format": artifact.suffix[1:],
-        "precision": "fp32",
-        "runtime": runtime,
-        "provider": "cpu",
-        "threads": 1,
-        "batch": 1,
-        "dataset": None,
-        "reference": None,
-        "settings": dict(QUICK),
-        "timeout_s": 60,
-    }
-    case.update(extra)
-    return case
-
-
-def serve(
-    tmp_path: Path,
-    cases: list[dict[str, object]],
-    python: str = sys.executable,
-    env=None,
-    code: int = 0,
-) -> list[dict[str, object]]:
-    job = {"protocol": 1, "run_id": "test", "workdir": str(tmp_path), "cases": cases}
-    proc = subprocess.run(
-        [python, str(build_agent().path), "serve"],
-        input=json.dumps(job) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == code, proc.stderr
-    return [json.loads(line) for line in proc.stdout.splitlines()]
-
-
-def of(events, kind):
-    return [e for e in events if e["event"] == kind]
 
 
 def test_repetitions_make_one_result_with_every_field(tmp_path):
     case = make_case(
         "cnn",
         ZOO / "digits_cnn.onnx",
-        batch=4,
         dataset=str(ZOO / "digits_cnn_test.npz"),
         inputs=[{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}],
-        settings={**QUICK, "repetitions": 3},
+        settings=settings(repetitions=3, batch=4),
     )
     events = serve(tmp_path, [case])
     assert [e["event"] for e in events] == [
@@ -97,7 +45,7 @@ def test_repetitions_make_one_result_with_every_field(tmp_path):
         "done",
     ]
     hello = events[0]
-    assert hello["runtimes"]["onnxruntime"] and hello["protocol"] == 1
+    assert hello["runtimes"]["onnxruntime"] and hello["protocol"] == protocol.PROTOCOL
     (result,) = of(events, "result")
     fields = result["fields"]
     assert set(fields) >= AGENT_RESULT_FIELDS, AGENT_RESULT_FIELDS - set(fields)
@@ -125,8 +73,8 @@ def test_repetitions_make_one_result_with_every_field(tmp_path):
 
 def test_a_decoder_case_reports_generation_per_context_length(tmp_path):
     gpt = ZOO / "tiny_gpt.onnx"
-    settings = {**QUICK, "context_tokens": [32, 128], "decode_tokens": 4, "generation_runs": 2}
-    case = make_case("gpt", gpt, task="generate", settings=settings)
+    quick = settings(context_tokens=[32, 128], decode_tokens=4, generation_runs=2)
+    case = make_case("gpt", gpt, task="generate", settings=quick)
     (result,) = of(serve(tmp_path, [case]), "result")
     assert [g["context_tokens"] for g in result["generation"]] == [32.0, 128.0]
     assert all(g["ttft_ms"] > 0 and g["decode_tokens_per_s"] > 0 for g in result["generation"])
@@ -140,9 +88,12 @@ def test_failures_end_their_case_and_the_next_one_runs(tmp_path):
     cases = [
         make_case("garbage", garbage),
         {**make_case("corrupt", corrupt), "sha256": "f" * 64},
-        make_case("slow", ZOO / "digits_mlp.onnx", timeout_s=2)
-        | {"settings": {**QUICK, "min_seconds": 30, "max_seconds": 60}},
-        make_case("npu", ZOO / "digits_mlp.onnx", provider="npu"),
+        make_case(
+            "slow",
+            ZOO / "digits_mlp.onnx",
+            settings=settings(timeout_s=2.0, min_seconds=30.0, max_seconds=60.0),
+        ),
+        make_case("npu", ZOO / "digits_mlp.onnx", settings=settings(provider="npu")),
         make_case("unknown-runtime", ZOO / "digits_mlp.onnx", runtime="tvm"),
         make_case("fine", ZOO / "digits_mlp.onnx"),
     ]
@@ -209,6 +160,56 @@ def test_a_second_agent_on_the_same_device_is_refused(tmp_path):
     assert events[-1]["event"] == "fatal" and "device busy" in events[-1]["message"]
 
 
+def test_every_event_type_of_a_real_agent_matches_the_protocol(tmp_path):
+    """`serve` (in jobs.py) checks each event against its TypedDict: no missing key, no
+    unknown one, every value of its declared type. Here every event type occurs."""
+    cases = [
+        make_case("mlp", ZOO / "digits_mlp.onnx", dataset=str(ZOO / "digits_test.npz")),
+        make_case(
+            "gpt",
+            ZOO / "tiny_gpt.onnx",
+            task="generate",
+            settings=settings(
+                context_tokens=[16], decode_tokens=2, generation_runs=1, repetitions=1
+            ),
+        ),
+        make_case("npu", ZOO / "digits_mlp.onnx", settings=settings(provider="npu")),
+        # Long enough for a heartbeat.
+        make_case(
+            "long",
+            ZOO / "digits_mlp.onnx",
+            settings=settings(repetitions=1, min_seconds=protocol.HEARTBEAT_S + 1),
+        ),
+    ]
+    seen = {e["event"] for e in serve(tmp_path, cases, heartbeats=True)}
+    mismatch = {**make_job(tmp_path, []), "protocol": protocol.PROTOCOL + 1}
+    proc = subprocess.run(
+        [sys.executable, str(build_agent().path), "serve"],
+        input=json.dumps(mismatch) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    _, fatal = [protocol.parse_event(line) for line in proc.stdout.splitlines()]
+    assert fatal["event"] == "fatal" and "protocol mismatch" in fatal["message"]
+    assert seen | {"fatal"} == set(protocol.EVENT_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("not json", "a line that is not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"event": "surprise"}', "an unknown event 'surprise'"),
+        ('{"event": "progress", "case": "m"}', "a progress event without repetition, repetitions"),
+        ('{"event": "case_error", "case": "m", "kind": "gone", "message": ""}', "unknown kind"),
+    ],
+)
+def test_a_line_that_is_not_an_event_says_what_is_wrong(line, problem):
+    with pytest.raises(protocol.ProtocolError, match=problem):
+        protocol.parse_event(line)
+
+
 @pytest.fixture(scope="session")
 def old_board_python() -> str:
     """The older-board stack (tflite-runtime, numpy<2, no onnxruntime), built once."""
@@ -247,3 +248,11 @@ def test_older_board_stack_runs_tflite_runtime_and_skips_onnx(tmp_path, old_boar
         "the runtime crashed loading the model (SIGSEGV)",
         "No subgraph in the model.",
     )
+
+
+def test_outputs_left_by_an_earlier_run_are_removed_and_this_runs_too(tmp_path):
+    left = tmp_path / "outputs" / "20260101T000000Z-dead00"
+    left.mkdir(parents=True)
+    (left / "mlp.npy").write_bytes(b"left by a run whose agent was killed")
+    serve(tmp_path, [make_case("mlp", ZOO / "digits_mlp.onnx")])
+    assert not list((tmp_path / "outputs").iterdir())

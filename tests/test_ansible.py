@@ -9,11 +9,14 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy
+import onnxruntime
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -25,6 +28,8 @@ from fleet.results.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "ansible" / "provision.yml"
+VENV_CHECK = ROOT / "ansible" / "roles" / "fleet_device" / "files" / "check_venv.py"
+DISTRIBUTIONS = ROOT / "agents" / "fleet_agent" / "distributions.py"
 SMOKE = ROOT / "suites" / "smoke.yaml"
 
 pytestmark = pytest.mark.slow
@@ -78,6 +83,26 @@ def provision(playbook: Path, lab: Path) -> tuple[subprocess.CompletedProcess[st
     recap = re.search(r"^lab1\s+:\s+ok=\d+\s+changed=(\d+)", proc.stdout, re.MULTILINE)
     assert recap, proc.stdout + proc.stderr
     return proc, int(recap.group(1))
+
+
+def test_venv_check_finds_modules_in_the_agents_table(tmp_path: Path) -> None:
+    """As the role runs it: the script and the agent's table copied into one folder."""
+    for source in (VENV_CHECK, DISTRIBUTIONS):
+        shutil.copy(source, tmp_path)
+    check = [sys.executable, str(tmp_path / "check_venv.py")]
+    # A vendor build's wheel installs the module onnxruntime, as NVIDIA's does on a Jetson.
+    wheel = "/work/onnxruntime_gpu-1.19.0-cp310-cp310-linux_aarch64.whl"
+    proc = subprocess.run([*check, "numpy<2", wheel, "PyYAML"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"numpy {numpy.__version__}",
+        f"onnxruntime {onnxruntime.__version__} providers: "
+        + ", ".join(onnxruntime.get_available_providers()),
+        "PyYAML: installed (fleet's agent does not import it)",
+    ]
+    missing = subprocess.run([*check, "tflite-runtime==2.14.0"], capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("tflite_runtime: does not import"), missing.stderr
 
 
 def test_provisioned_device_runs_the_smoke_suite(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from fleet.artifacts import ArtifactCache, Variant, convert, model_card, read_card
+from fleet.artifacts import ArtifactCache, ModelCard, Variant, convert, model_card, read_card
 from fleet.cli.convert import model
 from fleet.errors import ConfigError
 
@@ -55,37 +56,56 @@ def small_cnn(path: Path) -> Path:
 def test_onnx_card_counts_weights_ops_and_io(tmp_path: Path) -> None:
     path = small_cnn(tmp_path / "cnn.onnx")
     card = model_card(path, {"family": "compact", "architecture": "cnn", "base_model": "none"})
-    assert card["format"] == "onnx"
-    assert card["opset"] == 13
-    assert card["params"] == 4 * 9 + 4 + 4 * 10 + 10  # the int64 shape is not a weight
-    assert card["weight_types"] == {"float32": 90}
-    assert card["precision"] == "fp32"
-    assert card["ops"] == {"Conv": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 1, "Reshape": 1}
-    assert card["inputs"] == [{"name": "image", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
-    assert card["outputs"] == [{"name": "scores", "shape": ["batch", 10], "dtype": "float32"}]
-    assert card["file_size_bytes"] == path.stat().st_size
-    assert card["model_size_mb"] == pytest.approx(path.stat().st_size / 1e6)
-    assert (card["family"], card["architecture"], card["base_model"]) == ("compact", "cnn", "none")
-    json.dumps(card)  # stored as a sidecar and attached to results: must be plain JSON
+    assert card.format == "onnx"
+    assert card.opset == 13
+    assert card.params == 4 * 9 + 4 + 4 * 10 + 10  # the int64 shape is not a weight
+    assert card.weight_types == {"float32": 90}
+    assert card.precision == "fp32"
+    assert card.ops == {"Conv": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 1, "Reshape": 1}
+    assert card.inputs == [{"name": "image", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
+    assert card.outputs == [{"name": "scores", "shape": ["batch", 10], "dtype": "float32"}]
+    assert card.file_size_bytes == path.stat().st_size
+    assert card.model_size_mb == pytest.approx(path.stat().st_size / 1e6)
+    assert card.declared == {"family": "compact", "architecture": "cnn", "base_model": "none"}
+    # Stored as a sidecar and printed by `fleet model card --json`: plain JSON, the declared
+    # fields beside the measured ones, and the same card when read back.
+    as_json = json.loads(json.dumps(card.to_dict()))
+    assert (as_json["family"], as_json["params"], as_json["opset"]) == ("compact", 90, 13)
+    assert "fidelity" not in as_json
+    assert ModelCard.from_dict(as_json) == card
+
+
+def test_a_damaged_or_stale_card_is_refused_by_name(tmp_path: Path) -> None:
+    stored = model_card(small_cnn(tmp_path / "cnn.onnx")).to_dict()
+    with pytest.raises(ValueError, match="params"):
+        ModelCard.from_dict({**stored, "params": "90"})
+    with pytest.raises(ValueError, match="inputs"):
+        ModelCard.from_dict({**stored, "inputs": [{"name": "image", "shape": [1]}]})
+    with pytest.raises(ValueError, match="fidelity"):
+        ModelCard.from_dict({**stored, "fidelity": {"agreement_top1": 1.0}})
+    with pytest.raises(ValueError, match="precision"):
+        ModelCard.from_dict({k: v for k, v in stored.items() if k != "precision"})
+    with pytest.raises(ValueError, match="JSON object"):
+        ModelCard.from_dict([stored])
 
 
 def test_card_of_the_zoo_cnn_matches_its_declared_size() -> None:
     card = model_card(ZOO / "digits_cnn.onnx")
-    assert card["inputs"][0]["shape"][1:] == [1, 8, 8]
-    assert card["ops"]["Conv"] >= 2
-    assert 1_000 < card["params"] < 100_000
-    assert card["model_size_mb"] < 100  # the embedded budget
+    assert card.inputs[0]["shape"][1:] == [1, 8, 8]
+    assert card.ops["Conv"] >= 2
+    assert 1_000 < card.params < 100_000
+    assert card.model_size_mb < 100  # the embedded budget
 
 
 def test_quantized_onnx_card_names_int8(tmp_path: Path) -> None:
     cache = ArtifactCache(tmp_path / "artifacts")
     artifact = convert(small_cnn(tmp_path / "cnn.onnx"), Variant("onnx", "int8"), cache=cache)
     card = artifact.card
-    assert card["precision"] == "int8"
-    assert card["weight_types"]["int8"] == 4 * 9 + 4 * 10  # biases and small tensors stay float
-    assert card["params"] == 90
-    assert card["variant"] == "onnx:int8-dynamic"
-    assert card["source"] == "cnn.onnx"
+    assert card.precision == "int8"
+    assert card.weight_types["int8"] == 4 * 9 + 4 * 10  # biases and small tensors stay float
+    assert card.params == 90
+    assert card.variant == "onnx:int8-dynamic"
+    assert card.source == "cnn.onnx"
 
 
 def test_declared_field_cannot_replace_a_measured_one(tmp_path: Path) -> None:
@@ -117,22 +137,23 @@ def test_tflite_cards_from_real_conversions(tmp_path: Path) -> None:
     calibration = tmp_path / "calib.npz"
     np.savez(calibration, inputs=np.random.default_rng(0).random((20, 1, 8, 8), np.float32))
     fp32 = convert(source, Variant("tflite", "fp32"), cache=cache).card
-    assert fp32["format"] == "tflite"
-    assert fp32["precision"] == "fp32"
-    assert fp32["params"] == 90
-    assert fp32["ops"]["CONV_2D"] == 1
-    assert fp32["ops"]["FULLY_CONNECTED"] == 1
+    assert fp32.format == "tflite"
+    assert fp32.precision == "fp32"
+    assert fp32.params == 90
+    assert fp32.ops["CONV_2D"] == 1
+    assert fp32.ops["FULLY_CONNECTED"] == 1
     # Inputs keep ONNX's name and NCHW layout; the batch is dynamic.
-    assert fp32["inputs"] == [{"name": "image", "shape": ["?", 1, 8, 8], "dtype": "float32"}]
-    assert "opset" not in fp32
+    assert fp32.inputs == [{"name": "image", "shape": ["?", 1, 8, 8], "dtype": "float32"}]
+    assert fp32.opset is None
+    assert "opset" not in fp32.to_dict()
     fp16 = convert(source, Variant("tflite", "fp16"), cache=cache).card
-    assert fp16["precision"] == "fp16"
-    assert fp16["weight_types"] == {"float16": 90}
+    assert fp16.precision == "fp16"
+    assert fp16.weight_types == {"float16": 90}
     int8 = convert(source, Variant("tflite", "int8"), calibration=calibration, cache=cache).card
-    assert int8["precision"] == "int8"
-    assert int8["weight_types"]["int8"] == 4 * 9 + 4 * 10
-    assert int8["weight_types"]["int32"] == 4 + 10  # quantized biases
-    assert int8["ops"]["QUANTIZE"] == 1  # float IO: quantized at the edges
+    assert int8.precision == "int8"
+    assert int8.weight_types["int8"] == 4 * 9 + 4 * 10
+    assert int8.weight_types["int32"] == 4 + 10  # quantized biases
+    assert int8.ops["QUANTIZE"] == 1  # float IO: quantized at the edges
 
 
 def test_model_card_cli_prints_table_and_json(tmp_path: Path) -> None:
@@ -145,7 +166,32 @@ def test_model_card_cli_prints_table_and_json(tmp_path: Path) -> None:
     assert "Conv 1" in lines["ops"]
     as_json = CliRunner().invoke(model, ["card", str(path), "--json"])
     assert as_json.exit_code == 0
-    assert json.loads(as_json.output) == model_card(path)
+    assert json.loads(as_json.output) == model_card(path).to_dict()
+
+
+def test_a_stored_card_from_the_previous_fleet_or_damaged_never_breaks_a_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ArtifactCache(tmp_path / "artifacts")
+    source = small_cnn(tmp_path / "cnn.onnx")
+    first = convert(source, Variant("onnx", "fp16"), cache=cache, declared={"family": "compact"})
+    sidecar_path = first.path.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    # The previous fleet wrote the same card JSON, and listed the declared fields apart.
+    sidecar_path.write_text(json.dumps({**sidecar, "declared": {"family": "compact"}}))
+    assert read_card(first.path) == first.card
+    again = convert(source, Variant("onnx", "fp16"), cache=cache, declared={"family": "dense"})
+    assert again.card == replace(first.card, declared={"family": "dense"})
+    rewritten = json.loads(sidecar_path.read_text())
+    assert (rewritten["card"]["family"], "declared" in rewritten) == ("dense", False)
+    # A damaged card is described from the file again, without converting it again.
+    sidecar_path.write_text(json.dumps({**sidecar, "card": {**sidecar["card"], "params": "90"}}))
+    assert read_card(first.path) == model_card(first.path)
+    healed = convert(source, Variant("onnx", "fp16"), cache=cache)
+    assert "stored model card unusable" in caplog.text
+    assert healed.card == replace(first.card, declared={})
+    assert json.loads(sidecar_path.read_text())["card"] == healed.card.to_dict()
+    assert cache.stats.conversions == 1
 
 
 def test_card_of_a_cached_artifact_is_its_stored_card(tmp_path: Path) -> None:
@@ -157,7 +203,8 @@ def test_card_of_a_cached_artifact_is_its_stored_card(tmp_path: Path) -> None:
     artifact = convert(source, Variant("onnx", "fp16"), cache=cache, dataset=dataset)
     stored = read_card(artifact.path)
     assert stored == artifact.card
-    assert stored["fidelity"]["agreement_top1"] > 0.9
+    assert stored.fidelity is not None
+    assert stored.fidelity["agreement_top1"] > 0.9
     shown = CliRunner().invoke(model, ["card", str(artifact.path)])
     assert "fidelity" in shown.output
     assert "agreement_top1" in shown.output

@@ -186,3 +186,79 @@ def test_a_secret_sent_in_clear_text_to_another_machine_is_warned_about(
         " over http://; use an https:// URL"
     )
     assert "s3cret-value" not in warning
+
+
+SECRET = "s3cr3t-MARKER"
+
+
+# Issue 12, defect 10: a secret HTTP cannot carry is refused at load, and never shown.
+@pytest.mark.parametrize(
+    ("env", "files", "message"),
+    [
+        (
+            {"FLEET_INFLUX_TOKEN": f"{SECRET}\r\nX-Injected: 1"},
+            {},
+            "FLEET_INFLUX_TOKEN (environment): the InfluxDB token has a character HTTP headers"
+            f" cannot carry at position {len(SECRET) + 1}",
+        ),
+        (
+            {"FLEET_INFLUX_USER": "fleet", "FLEET_INFLUX_PASSWORD": f"{SECRET}€"},
+            {},
+            "FLEET_INFLUX_PASSWORD (environment): the InfluxDB password has a character",
+        ),
+        (
+            {"FLEET_INFLUX_PASSWORD_FILE": "pw"},
+            {"pw": f"{SECRET}\x00tail\n"},
+            "FLEET_INFLUX_PASSWORD_FILE (environment): the InfluxDB password in",
+        ),
+        (
+            {"FLEET_INFLUX_TOKEN_FILE": "big"},
+            {"big": SECRET * 10_000},
+            "cannot read the token file big (larger than 64 KiB)",
+        ),
+        ({"FLEET_INFLUX_USER": f"{SECRET}\n"}, {}, "FLEET_INFLUX_USER (environment) must be one"),
+        ({"FLEET_INFLUX_USER": f"{SECRET}ß€"}, {}, "the InfluxDB user has a character"),
+        ({"FLEET_INFLUX_USER": f"{SECRET}:x"}, {}, "the InfluxDB user must not contain ':'"),
+    ],
+)
+def test_bad_secrets_are_refused_without_being_shown(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    files: dict[str, str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(None, env={"FLEET_INFLUX_URL": "https://h:8086", **env})
+    assert message in str(error.value)
+    shown = f"{error.value} {error.value!r} {error.value.__cause__} {error.value.__context__}"
+    assert SECRET not in shown
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[influx]\nurl = "http://h"\ntimeout_s = nan\n', "fleet.toml:3: influx.timeout_s must"),
+        ('[influx]\nurl = "http://h"\nretry_total_s = inf\n', "up to 86400, got inf"),
+        ('[influx]\nurl = "http://h"\nbatch_size = 10000000000\n', "influx.batch_size must"),
+        ("[influx]\nurl = " + "[" * 3000 + "\n", "fleet.toml: invalid TOML: nested too deeply"),
+        ("[influx]\nbatch_size = " + "1" * 5000 + "\n", "fleet.toml: invalid TOML: Exceeds"),
+        ('[influx]\nurl = "http://h"\ndatabase = "a\\nb"\n', "influx.database must be one line"),
+        ('[influx]\nurl = "http://h"\n[influx]\nurl = "http://i"\n', "fleet.toml: invalid TOML"),
+    ],
+)
+def test_malformed_config_values_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text), env={})
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_an_oversized_config_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "#" * (2 * 1024 * 1024))
+    with pytest.raises(ConfigError, match=r"fleet.toml: larger than 1 MiB"):
+        load_config(path, env={})

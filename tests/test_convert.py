@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -85,13 +85,14 @@ def check_variant(
         outputs = run_in_runtime(artifact, data["inputs"][:5])
     assert outputs.shape == (5, 10)
     assert np.isfinite(outputs).all()
-    measured = artifact.card["fidelity"]
+    measured = artifact.card.fidelity
+    assert measured is not None
     assert measured["samples"] == 360
     assert measured["accuracy_top1_reference"] > 0.95  # the zoo models are really trained
     assert measured["accuracy_drop_pp"] <= MAX_DROP_PP[artifact.variant.precision]
     assert measured["agreement_top1"] >= 0.97
     check_fidelity_budget(artifact.card, MAX_DROP_PP[artifact.variant.precision])
-    assert artifact.card["precision"] == artifact.variant.precision
+    assert artifact.card.precision == artifact.variant.precision
     return artifact
 
 
@@ -101,7 +102,7 @@ def test_zoo_onnx_variants_convert_load_and_keep_accuracy(
     name: str, spec: str, zoo_cache: ArtifactCache
 ) -> None:
     artifact = check_variant(name, spec, zoo_cache, {"family": "compact"})
-    assert artifact.card["family"] == "compact"
+    assert artifact.card.declared == {"family": "compact"}
 
 
 @pytest.mark.slow
@@ -112,14 +113,14 @@ def test_zoo_tflite_variants_convert_load_and_keep_accuracy(
 ) -> None:
     artifact = check_variant(name, spec, zoo_cache)
     source_card = model_card(ZOO / DIGITS[name][0])
-    assert artifact.card["params"] == source_card["params"]
+    assert artifact.card.params == source_card.params
     # Same input name and layout as the ONNX model: every variant takes the same data.
-    assert artifact.card["inputs"][0]["name"] == source_card["inputs"][0]["name"]
-    assert artifact.card["inputs"][0]["shape"][1:] == source_card["inputs"][0]["shape"][1:]
-    assert artifact.card["inputs"][0]["dtype"] == "float32"
+    assert artifact.card.inputs[0]["name"] == source_card.inputs[0]["name"]
+    assert artifact.card.inputs[0]["shape"][1:] == source_card.inputs[0]["shape"][1:]
+    assert artifact.card.inputs[0]["dtype"] == "float32"
     if spec == "tflite:int8-static":
-        assert artifact.card["weight_types"].get("float32", 0) == 0  # full integer
-        assert artifact.card["ops"]["QUANTIZE"] >= 1
+        assert artifact.card.weight_types.get("float32", 0) == 0  # full integer
+        assert artifact.card.ops["QUANTIZE"] >= 1
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,8 @@ def test_zoo_decoder_variants_follow_fp32(
         dataset=ZOO / "tiny_gpt_prompts.npz",
         cache=zoo_cache,
     )
-    measured = artifact.card["fidelity"]
+    measured = artifact.card.fidelity
+    assert measured is not None
     precision = artifact.variant.precision
     assert measured["samples"] == 32
     assert measured["accuracy_top1_reference"] > 0.3  # the zoo's decoder is really trained
@@ -238,7 +240,7 @@ def test_sidecar_records_what_made_the_artifact(tmp_path: Path) -> None:
     assert request["options"]["quant_format"] == "QDQ"
     assert request["variant"] == "onnx:int8-static"
     assert sidecar["sha256"] == artifact.sha256
-    assert sidecar["card"] == artifact.card
+    assert sidecar["card"] == artifact.card.to_dict()
     # The FP32 source is stored by its hash too, and conversions read that copy.
     reference = convert(source, Variant("onnx", "fp32"), cache=cache)
     assert reference.path.read_bytes() == source.read_bytes()
@@ -429,7 +431,7 @@ def shuffled_classes(path: Path) -> Path:
 
 
 def as_artifact(path: Path) -> Artifact:
-    card: dict[str, Any] = {**model_card(path), "variant": "onnx:fp32"}
+    card = replace(model_card(path), variant="onnx:fp32")
     return Artifact(path, sha256_file(path), Variant("onnx", "fp32"), card, sha256_file(path))
 
 
@@ -442,13 +444,13 @@ def test_fidelity_measures_a_real_accuracy_drop_and_the_budget_refuses_it(tmp_pa
     assert measured["accuracy_drop_pp"] > 60
     assert measured["agreement_top1"] < 0.3
     assert measured["cosine_min"] < 0.9
-    card = {**broken.card, "fidelity": measured}
+    card = replace(broken.card, fidelity=measured)
     with pytest.raises(FidelityBudgetError, match=r"onnx:fp32 of .*accuracy drop .* pp"):
         check_fidelity_budget(card, 2.0)
     same = fidelity(reference, reference, ZOO / "digits_test.npz")
     assert same["agreement_top1"] == 1.0
     assert same["max_abs_error"] == 0.0
-    check_fidelity_budget({**reference.card, "fidelity": same}, 0.0)
+    check_fidelity_budget(replace(reference.card, fidelity=same), 0.0)
 
 
 def test_without_labels_the_budget_uses_disagreement(tmp_path: Path) -> None:
@@ -460,7 +462,7 @@ def test_without_labels_the_budget_uses_disagreement(tmp_path: Path) -> None:
     measured = fidelity(reference, broken, unlabeled)
     assert "accuracy_drop_pp" not in measured
     with pytest.raises(FidelityBudgetError, match="disagreement with FP32"):
-        check_fidelity_budget({**broken.card, "fidelity": measured}, 5.0)
+        check_fidelity_budget(replace(broken.card, fidelity=measured), 5.0)
     with pytest.raises(ConfigError, match="no fidelity in its model card"):
         check_fidelity_budget(broken.card, 5.0)
 
@@ -476,9 +478,10 @@ def test_fidelity_is_measured_again_for_a_new_data_set_only(tmp_path: Path) -> N
         np.savez(half, inputs=data["inputs"][:100], labels=data["labels"][:100])
     second = convert(source, Variant.parse("onnx:fp16"), cache=cache, dataset=half)
     assert (cache.stats.conversions, cache.stats.hits) == (1, 1)
-    assert first.card["fidelity"]["samples"] == 360
-    assert second.card["fidelity"]["samples"] == 100
-    assert json.loads(second.path.with_suffix(".json").read_text())["card"] == second.card
+    assert first.card.fidelity is not None and first.card.fidelity["samples"] == 360
+    assert second.card.fidelity is not None and second.card.fidelity["samples"] == 100
+    stored = json.loads(second.path.with_suffix(".json").read_text())["card"]
+    assert stored == second.card.to_dict()
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -547,6 +550,6 @@ def test_a_model_from_before_ir_4_converts_to_onnx_variants(tmp_path: Path) -> N
     expected = x @ numpy_helper.to_array(weight)
     for spec in ("onnx:fp16", "onnx:int8-dynamic"):
         artifact = convert(source, Variant.parse(spec), cache=cache)
-        assert artifact.card["precision"] == spec.split(":")[1].split("-")[0]
+        assert artifact.card.precision == spec.split(":")[1].split("-")[0]
         got = run_in_runtime(artifact, x)
         assert np.allclose(got, expected, atol=0.05 * np.abs(expected).max())

@@ -118,11 +118,79 @@ def test_top_level_groups_without_all_still_make_all(tmp_path: Path) -> None:
     ("raw", "message"),
     [
         (b"all:\n  hosts:\n    h\xff: {}\n", r"inventory.yaml: not UTF-8 text \(byte 19\)"),
-        (b"all:\n  hosts:\n    h\x07: {}\n", r"inventory.yaml: invalid YAML: .*#x0007"),
+        (b"all:\n  hosts:\n    h\x07: {}\n", r"inventory.yaml:3: invalid YAML: .*#x0007"),
     ],
 )
 def test_unreadable_text_is_a_config_error(tmp_path: Path, raw: bytes, message: str) -> None:
     path = tmp_path / "inventory.yaml"
     path.write_bytes(raw)
     with pytest.raises(ConfigError, match=message):
+        load_inventory(path)
+
+
+# Issue 12, defects 6 and 9: every malformed host or variable is refused, with file:line.
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("all:\n  hosts:\n    h: {ansible_port: true}\n", r":3: ansible_port of 'h' must be a port"),
+        ("all:\n  hosts:\n    h: {ansible_port: 70000}\n", r"from 1 to 65535, not 70000"),
+        ("all:\n  hosts:\n    h: {ansible_user: [root]}\n", r":3: ansible_user must be a login"),
+        ("all:\n  hosts:\n    h: {ansible_user: 'a b'}\n", r"ansible_user must be a login name"),
+        ("all:\n  hosts:\n    h: {ansible_host: '-oProxyCommand=x'}\n", r"ansible_host must"),
+        ("all:\n  hosts:\n    h: {fleet_python: \"a\\nb\"}\n", r":3: fleet_python must be a path"),
+        ("all:\n  hosts:\n    h: {fleet_workdir: ''}\n", r":3: fleet_workdir must be a path"),
+        ("all:\n  hosts:\n    h: {fleet_tags: ['a,b']}\n", r":3: tag 'a,b' of 'h' must be"),
+        ("all:\n  hosts:\n    h: {fleet_class: [pi]}\n", r":3: fleet_class \['pi'\] of 'h'"),
+        ("all:\n  hosts:\n    ../../x: {}\n", r"inventory.yaml:3: host name '../../x' must be"),
+        ("all:\n  hosts:\n    'a b': {}\n", r"inventory.yaml:3: host name 'a b' must be"),
+        ("all:\n  hosts:\n    'h:2222': {}\n", r"put an address with ':' in ansible_host"),
+        ("all:\n  hosts:\n    ? [a]\n    : {}\n", r"inventory.yaml:3: invalid YAML: a key must"),
+        # The second declaration of a host in one group used to win silently.
+        (
+            "all:\n  hosts:\n    h: {ansible_host: 10.0.0.1}\n    h: {ansible_host: 10.0.0.2}\n",
+            r"inventory.yaml:4: invalid YAML: key 'h' appears twice \(first on line 3\)",
+        ),
+    ],
+)
+def test_malformed_hosts_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        load_inventory(write(tmp_path, text))
+    assert "\n" not in str(error.value)
+
+
+def test_a_host_in_two_groups_is_one_device_as_in_ansible(tmp_path: Path) -> None:
+    inv = load_inventory(
+        write(
+            tmp_path,
+            "all:\n  children:\n    edge:\n      hosts:\n        p1: {ansible_host: 10.0.0.1}\n"
+            "    arm:\n      hosts:\n        p1:\n",
+        )
+    )
+    assert inv.devices["p1"].host == "10.0.0.1"
+    assert inv.devices["p1"].groups == ("edge", "arm")
+
+
+def test_a_host_in_two_files_of_a_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("all:\n  hosts:\n    h: {ansible_host: 10.0.0.1}\n")
+    (tmp_path / "b.yaml").write_text("all:\n  hosts:\n    h: {ansible_host: 10.0.0.2}\n")
+    with pytest.raises(ConfigError, match=r"b.yaml:3: host 'h' is also declared at .*a.yaml:3"):
+        load_inventory(tmp_path)
+
+
+def test_ipv6_and_dns_addresses_are_accepted(tmp_path: Path) -> None:
+    inv = load_inventory(
+        write(
+            tmp_path,
+            "all:\n  hosts:\n    v6: {ansible_host: 'fe80::1%eth0'}\n"
+            "    dns: {ansible_host: pi-5.lab.example.com, ansible_user: ci_runner}\n",
+        )
+    )
+    assert inv.devices["v6"].host == "fe80::1%eth0"
+    assert inv.devices["dns"].user == "ci_runner"
+
+
+def test_an_oversized_inventory_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text("all:\n  hosts:\n" + "#" * (2 * 1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match=r"inventory.yaml: larger than 1 MiB"):
         load_inventory(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.report import format_table
+from fleet.results.tables import format_table
 
 
 def test_numbers_go_right_and_words_left() -> None:

@@ -8,19 +8,36 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from fleet import lab as lab_lib
 from fleet.cli import main
 from fleet.errors import DeviceError
 from fleet.inventory import load_inventory
+from fleet.results.export import export
 from fleet.results.store import Store
 from fleet.transport import connect
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = str(ROOT / "suites" / "smoke.yaml")
+SMOKE = ROOT / "suites" / "smoke.yaml"
 
 pytestmark = pytest.mark.slow
+
+
+def smoke_suite(folder: Path) -> str:
+    """suites/smoke.yaml as it ships, less its latency budget: a p95 under 5 ms is a timing
+    figure that a busy machine can miss, and these tests are about the run, not its speed
+    (the budgets themselves are tested in test_suite.py and test_export.py)."""
+    suite = yaml.safe_load(SMOKE.read_text())
+    for model in suite["models"]:
+        for key in ("path", "dataset", "calibration"):
+            if key in model:
+                model[key] = str((SMOKE.parent / model[key]).resolve())
+    del suite["budgets"]["p95_ms"]
+    path = folder / "smoke.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return str(path)
 
 
 def run(lab: Path, store: Path, devices: str = "lab") -> tuple[int, str]:
@@ -28,7 +45,7 @@ def run(lab: Path, store: Path, devices: str = "lab") -> tuple[int, str]:
         main,
         [
             "run",
-            SMOKE,
+            smoke_suite(store.parent),
             "--inventory",
             str(lab / "inventory.yaml"),
             "--devices",
@@ -92,8 +109,12 @@ def test_changed_host_key_is_refused_and_nothing_runs_there(lab: Path, tmp_path:
     code, output = run(lab, tmp_path / "results.sqlite")
     assert code == 2, output
     assert "lab2: host key of" in output and "CHANGED" in output and "ssh-keygen -R" in output
-    store = Store(tmp_path / "results.sqlite")
-    assert sorted(r.tags["device"] for r in store.records(measurement="result")) == ["lab1", "lab3"]
+    results = Store(tmp_path / "results.sqlite").records(measurement="result")
+    assert sorted(r.tags["device"] for r in results if r.status == "ok") == ["lab1", "lab3"]
+    # The device that failed is data: its case is stored as an error with its kind.
+    (failed,) = [r for r in results if r.tags["device"] == "lab2"]
+    assert (failed.status, failed.fields["error_kind"]) == ("error", "host_key")
+    assert "CHANGED" in str(failed.fields["message"])
     assert not list(Path(lab2.workdir).iterdir())  # no agent, model or job reached lab2
 
 
@@ -112,7 +133,13 @@ def test_device_with_stopped_sshd_is_reported_and_others_finish(lab: Path, tmp_p
     assert code == 2
     assert f"lab3: cannot reach {lab3.address}:{lab3.port}" in output
     store = Store(tmp_path / "results.sqlite")
-    assert sorted(r.tags["device"] for r in store.records(measurement="result")) == ["lab1", "lab2"]
+    results = store.records(measurement="result")
+    assert sorted(r.tags["device"] for r in results if r.status == "ok") == ["lab1", "lab2"]
+    (failed,) = [r for r in results if r.tags["device"] == "lab3"]
+    assert (failed.status, failed.fields["error_kind"]) == ("error", "unreachable")
+    # ... and a JUnit error, not a silence.
+    junit = export(store, "junit")
+    assert 'errors="1"' in junit and "unreachable" in junit
 
 
 def test_lab_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
@@ -131,7 +158,7 @@ def test_lab_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
 
 
 def test_local_device_needs_no_inventory(tmp_path: Path, fleet_home: Path) -> None:
-    result = CliRunner().invoke(main, ["run", SMOKE])
+    result = CliRunner().invoke(main, ["run", smoke_suite(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "local" in result.output
     assert len(Store(fleet_home / "results.sqlite").records(measurement="result")) == 1
@@ -159,7 +186,7 @@ def test_ssh_config_supplies_address_port_user_and_key(
         main,
         [
             "run",
-            SMOKE,
+            smoke_suite(tmp_path),
             "--inventory",
             str(inventory),
             "--devices",

@@ -1,16 +1,17 @@
 import json
 import os
 import platform
+import re
 import stat
 import time
 from pathlib import Path
 
 import pytest
 
-from fleet_agent import sysinfo
+from fleet_agent import distributions, facts_parse, live, probes, sysinfo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sysinfo"
-DECLARED = {key for keys, _ in sysinfo._PROBES for key in keys}
+DECLARED = {key for keys, _ in probes.PROBES for key in keys}
 
 
 def fixture(name):
@@ -53,7 +54,7 @@ def fixture(name):
     ],
 )
 def test_parse_cpuinfo(name, expected):
-    assert sysinfo.parse_cpuinfo(fixture(name)) == expected
+    assert facts_parse.parse_cpuinfo(fixture(name)) == expected
 
 
 def test_parse_cpuinfo_unknown_arm_core_falls_back_to_hardware_line():
@@ -61,34 +62,34 @@ def test_parse_cpuinfo_unknown_arm_core_falls_back_to_hardware_line():
         "processor\t: 0\nCPU implementer\t: 0x51\nCPU part\t: 0x801\n\n"
         "Hardware\t: Qualcomm SDM845\n"
     )
-    assert sysinfo.parse_cpuinfo(text)["cpu_model"] == "Qualcomm SDM845"
+    assert facts_parse.parse_cpuinfo(text)["cpu_model"] == "Qualcomm SDM845"
 
 
 def test_parse_cpuinfo_of_nothing():
-    assert sysinfo.parse_cpuinfo("") == {"cpu_model": "unavailable", "cpu_cores": "unavailable"}
+    assert facts_parse.parse_cpuinfo("") == {"cpu_model": "unavailable", "cpu_cores": "unavailable"}
 
 
 def test_parse_meminfo():
-    assert sysinfo.parse_meminfo(fixture("meminfo_pi5.txt")) == {
+    assert facts_parse.parse_meminfo(fixture("meminfo_pi5.txt")) == {
         "ram_total_mb": 8245968 / 1024,
         "ram_available_mb": 7512880 / 1024,
     }
 
 
 def test_parse_os_release():
-    assert sysinfo.parse_os_release(fixture("os_release_bookworm.txt")) == {
+    assert facts_parse.parse_os_release(fixture("os_release_bookworm.txt")) == {
         "os_name": "Debian GNU/Linux 12 (bookworm)"
     }
-    assert sysinfo.parse_os_release("ID=alpine\n") == {}
+    assert facts_parse.parse_os_release("ID=alpine\n") == {}
 
 
 def test_parse_device_tree_model_strips_the_nul():
     text = (FIXTURES / "device_tree_model_pi5").read_bytes().decode()
     assert text.endswith("\x00")
-    assert sysinfo.parse_device_tree_model(text) == {
+    assert facts_parse.parse_device_tree_model(text) == {
         "board_model": "Raspberry Pi 5 Model B Rev 1.0"
     }
-    assert sysinfo.parse_device_tree_model("\x00") == {}
+    assert facts_parse.parse_device_tree_model("\x00") == {}
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,7 @@ def test_parse_device_tree_model_strips_the_nul():
     ],
 )
 def test_parse_nv_tegra_release(name, release, jetpack):
-    assert sysinfo.parse_nv_tegra_release(fixture(name)) == {
+    assert facts_parse.parse_nv_tegra_release(fixture(name)) == {
         "l4t_release": release,
         "jetpack": jetpack,
     }
@@ -107,44 +108,44 @@ def test_parse_nv_tegra_release(name, release, jetpack):
 
 def test_parse_nv_tegra_release_unknown_jetpack_and_garbage():
     text = "# R36 (release), REVISION: 9.9, GCID: 1, BOARD: generic, EABI: aarch64, DATE: x\n"
-    assert sysinfo.parse_nv_tegra_release(text) == {
+    assert facts_parse.parse_nv_tegra_release(text) == {
         "l4t_release": "36.9.9",
         "jetpack": "unavailable",
     }
-    assert sysinfo.parse_nv_tegra_release("hello\n") == {}
+    assert facts_parse.parse_nv_tegra_release("hello\n") == {}
 
 
 def test_parse_nvidia_smi_gpus():
-    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_h100.txt")) == {
+    assert facts_parse.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_h100.txt")) == {
         "gpu_name": "NVIDIA H100 80GB HBM3",
         "gpu_count": 1.0,
         "gpu_driver": "550.54.15",
         "gpu_memory_total_mb": 81559.0,
     }
     # Captured from nvidia-smi 580 on an H200.
-    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_h200.txt")) == {
+    assert facts_parse.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_h200.txt")) == {
         "gpu_name": "NVIDIA H200",
         "gpu_count": 1.0,
         "gpu_driver": "580.159.04",
         "gpu_memory_total_mb": 143771.0,
     }
-    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_mixed.txt")) == {
+    assert facts_parse.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_mixed.txt")) == {
         "gpu_name": "NVIDIA GeForce RTX 4090 + NVIDIA GeForce RTX 3090",
         "gpu_count": 2.0,
         "gpu_driver": "550.107.02",
         "gpu_memory_total_mb": 24564.0 + 24576.0,
     }
     # Jetson's integrated GPU shares RAM: nvidia-smi has no total for it.
-    assert sysinfo.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_orin.txt")) == {
+    assert facts_parse.parse_nvidia_smi_gpus(fixture("nvidia_smi_gpus_orin.txt")) == {
         "gpu_name": "Orin (nvgpu)",
         "gpu_count": 1.0,
         "gpu_driver": "540.3.0",
     }
-    assert sysinfo.parse_nvidia_smi_gpus("No devices were found\n") == {}
+    assert facts_parse.parse_nvidia_smi_gpus("No devices were found\n") == {}
 
 
 def test_read_cpufreq_of_a_pi5():
-    assert sysinfo.read_cpufreq(str(FIXTURES / "cpufreq_pi5")) == {
+    assert probes.read_cpufreq(str(FIXTURES / "cpufreq_pi5")) == {
         "cpu_governor": "ondemand",
         "cpu_freq_mhz": 1500.0,
         "cpu_freq_max_mhz": 2400.0,
@@ -153,14 +154,16 @@ def test_read_cpufreq_of_a_pi5():
 
 def test_read_cpufreq_prefers_hardware_max_over_policy_cap():
     files = {"scaling_max_freq": "1800000\n", "cpuinfo_max_freq": "2400000\n"}
-    assert sysinfo.parse_cpufreq(files) == {"cpu_freq_max_mhz": 2400.0}
-    assert sysinfo.parse_cpufreq({"scaling_max_freq": "1800000\n"}) == {"cpu_freq_max_mhz": 1800.0}
+    assert facts_parse.parse_cpufreq(files) == {"cpu_freq_max_mhz": 2400.0}
+    assert facts_parse.parse_cpufreq({"scaling_max_freq": "1800000\n"}) == {
+        "cpu_freq_max_mhz": 1800.0
+    }
 
 
 def test_read_thermal_zones():
-    assert sysinfo.read_thermal_zones(str(FIXTURES / "thermal_pi5")) == {"cpu-thermal": 48.3}
+    assert live.read_thermal_zones(str(FIXTURES / "thermal_pi5")) == {"cpu-thermal": 48.3}
     # The Orin's switched-off CV sensors read -256 °C and are left out.
-    assert sysinfo.read_thermal_zones(str(FIXTURES / "thermal_orin_nano")) == {
+    assert live.read_thermal_zones(str(FIXTURES / "thermal_orin_nano")) == {
         "cpu-thermal": 51.968,
         "gpu-thermal": 50.5,
         "soc0-thermal": 49.062,
@@ -177,18 +180,18 @@ def test_parse_thermal_zones_keeps_hottest_of_a_repeated_type():
         ("x86_pkg_temp\n", "41000\n"),
         ("iwlwifi_1\n", "\n"),  # a sensor that reads empty while its device sleeps
     ]
-    assert sysinfo.parse_thermal_zones(zones) == {"acpitz": 29.8, "x86_pkg_temp": 41.0}
+    assert facts_parse.parse_thermal_zones(zones) == {"acpitz": 29.8, "x86_pkg_temp": 41.0}
 
 
 def test_parse_vcgencmd_temp():
-    assert sysinfo.parse_vcgencmd_temp(fixture("vcgencmd_measure_temp.txt")) == 48.3
+    assert facts_parse.parse_vcgencmd_temp(fixture("vcgencmd_measure_temp.txt")) == 48.3
     with pytest.raises(ValueError, match="not a vcgencmd temperature"):
-        sysinfo.parse_vcgencmd_temp("VCHI initialization failed\n")
+        facts_parse.parse_vcgencmd_temp("VCHI initialization failed\n")
 
 
 def test_parse_vcgencmd_throttled_decodes_bits():
     # 0x50005 = bits 0, 2, 16, 18: under-voltage and throttling, now and since boot.
-    assert sysinfo.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled.txt")) == {
+    assert facts_parse.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled.txt")) == {
         "throttled_bits": "0x50005",
         "under_voltage_now": True,
         "arm_freq_capped_now": False,
@@ -199,27 +202,27 @@ def test_parse_vcgencmd_throttled_decodes_bits():
         "throttled_since_boot": True,
         "soft_temp_limit_since_boot": False,
     }
-    healthy = sysinfo.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled_ok.txt"))
+    healthy = facts_parse.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled_ok.txt"))
     assert healthy.pop("throttled_bits") == "0x0"
     assert not any(healthy.values())
     with pytest.raises(ValueError, match="not a vcgencmd throttled value"):
-        sysinfo.parse_vcgencmd_throttled('error=1 error_msg="Command not registered"\n')
+        facts_parse.parse_vcgencmd_throttled('error=1 error_msg="Command not registered"\n')
 
 
 def test_parse_nvpmodel():
-    assert sysinfo.parse_nvpmodel(fixture("nvpmodel_q_orin_nano.txt")) == {
+    assert facts_parse.parse_nvpmodel(fixture("nvpmodel_q_orin_nano.txt")) == {
         "power_mode": "15W",
         "power_mode_id": 0.0,
     }
-    assert sysinfo.parse_nvpmodel(fixture("nvpmodel_q_orin_agx_warn.txt")) == {
+    assert facts_parse.parse_nvpmodel(fixture("nvpmodel_q_orin_agx_warn.txt")) == {
         "power_mode": "MAXN",
         "power_mode_id": 0.0,
     }
-    assert sysinfo.parse_nvpmodel("") == {}
+    assert facts_parse.parse_nvpmodel("") == {}
 
 
 def test_parse_tegrastats_jetpack6():
-    assert sysinfo.parse_tegrastats(fixture("tegrastats_orin_nano_jp6.txt")) == {
+    assert facts_parse.parse_tegrastats(fixture("tegrastats_orin_nano_jp6.txt")) == {
         "ram_used_mb": 2311.0,
         "ram_total_mb": 7620.0,
         "swap_used_mb": 0.0,
@@ -243,7 +246,7 @@ def test_parse_tegrastats_jetpack6():
 
 
 def test_parse_tegrastats_jetpack4():
-    assert sysinfo.parse_tegrastats(fixture("tegrastats_nano_jp4.txt")) == {
+    assert facts_parse.parse_tegrastats(fixture("tegrastats_nano_jp4.txt")) == {
         "ram_used_mb": 1628.0,
         "ram_total_mb": 3964.0,
         "swap_used_mb": 0.0,
@@ -264,6 +267,18 @@ def test_parse_tegrastats_jetpack4():
         "power_pom_5v_gpu_mw": 0.0,
         "power_pom_5v_cpu_mw": 429.0,
     }
+
+
+# ---------------------------------------------------------------- the table of runtime packages
+
+
+def test_the_table_has_every_litert_package_named_as_pip_names_it():
+    # runtimes.py imports LiteRT from these packages; the hello event reports them from the table.
+    packages = {name.split(".")[0] for name in distributions.TFLITE_INTERPRETERS}
+    assert packages <= set(distributions.DISTRIBUTIONS)
+    # The Ansible role's venv check finds a requirement's module by its normalized name.
+    for names in distributions.DISTRIBUTIONS.values():
+        assert all(name == re.sub(r"[-_.]+", "-", name).lower() for name in names)
 
 
 # ---------------------------------------------------------------- collect, live and simulated
@@ -287,7 +302,7 @@ def test_collect_live_on_this_machine():
     assert facts["python"] == platform.python_version()
     assert facts["kernel"] == platform.release()
     with open("/proc/cpuinfo") as f:
-        assert facts["cpu_model"] == sysinfo.parse_cpuinfo(f.read())["cpu_model"]
+        assert facts["cpu_model"] == facts_parse.parse_cpuinfo(f.read())["cpu_model"]
     assert facts["cpu_cores"] == float(os.cpu_count())
     assert facts["ram_total_mb"] > 100
 
@@ -321,8 +336,9 @@ def vcgencmd(tools, throttled_fixture="vcgencmd_get_throttled.txt"):
 
 
 def point_at(monkeypatch, **paths):
+    """Point the probes, and the live readers' thermal zones, at fixture files."""
     for name, path in paths.items():
-        monkeypatch.setattr(sysinfo, name, str(path))
+        monkeypatch.setattr(live if name == "_THERMAL_ROOT" else probes, name, str(path))
 
 
 def test_collect_on_a_simulated_raspberry_pi5(tools, monkeypatch, tmp_path):
@@ -353,8 +369,8 @@ def test_collect_on_a_simulated_raspberry_pi5(tools, monkeypatch, tmp_path):
     assert facts["under_voltage_since_boot"] is True
     assert facts["l4t_release"] == "unavailable"
     assert facts["power_mode"] == "unavailable"
-    assert sysinfo.throttled_now() is True
-    assert sysinfo.temperature_c() == 48.3
+    assert live.throttled_now() is True
+    assert live.temperature_c() == 48.3
 
 
 def test_collect_on_a_simulated_jetson_orin_nano(tools, monkeypatch, tmp_path):
@@ -395,8 +411,8 @@ def test_collect_on_a_simulated_jetson_orin_nano(tools, monkeypatch, tmp_path):
     assert facts["tegrastats_gpu_load_pct"] == 62.0
     assert facts["tegrastats_ram_used_mb"] == 2311.0
     assert facts["throttled_bits"] == "unavailable"
-    assert sysinfo.throttled_now() is None
-    assert sysinfo.temperature_c() == 52.031
+    assert live.throttled_now() is None
+    assert live.temperature_c() == 52.031
 
 
 def test_collect_survives_broken_probes(tools, monkeypatch, tmp_path):
@@ -416,35 +432,35 @@ def test_collect_survives_broken_probes(tools, monkeypatch, tmp_path):
         _CPUFREQ_DIR=tmp_path,
         _THERMAL_ROOT=tmp_path / "absent",
     )
-    monkeypatch.setattr(sysinfo, "_COMMAND_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(live, "_COMMAND_TIMEOUT_S", 1.0)
     facts = sysinfo.collect()
     assert_well_formed(facts)
     for key in DECLARED - {"os", "kernel", "arch", "python"}:
         assert facts[key] == "unavailable", key
     assert facts["os"] == platform.system().lower()  # a failed os-release costs only os_name
-    assert sysinfo.temperature_c() is None
-    assert sysinfo.throttled_now() is None
+    assert live.temperature_c() is None
+    assert live.throttled_now() is None
 
 
 def test_throttled_now_reads_only_the_current_bits(tools):
     vcgencmd(tools, "vcgencmd_get_throttled_ok.txt")
-    assert sysinfo.throttled_now() is False
+    assert live.throttled_now() is False
     (tools / "since_boot.txt").write_text("throttled=0x50000\n")
     vcgencmd(tools, tools / "since_boot.txt")
-    assert sysinfo.throttled_now() is False
+    assert live.throttled_now() is False
     (tools / "capped.txt").write_text("throttled=0x2\n")
     vcgencmd(tools, tools / "capped.txt")
-    assert sysinfo.throttled_now() is True
+    assert live.throttled_now() is True
 
 
 def test_temperature_falls_back_to_vcgencmd(tools, monkeypatch, tmp_path):
     vcgencmd(tools)
     point_at(monkeypatch, _THERMAL_ROOT=tmp_path)
-    assert sysinfo.temperature_c() == 48.3
+    assert live.temperature_c() == 48.3
 
 
 def test_tegrastats_that_prints_nothing_is_cut_off(tools):
     fake_tool(tools, "tegrastats", "sleep 30\n")
     start = time.monotonic()
-    assert sysinfo.read_tegrastats_line(timeout=0.5) == ""
+    assert live.read_tegrastats_line(timeout=0.5) == ""
     assert time.monotonic() - start < 5

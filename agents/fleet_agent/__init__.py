@@ -4,5 +4,3 @@ Runs on Python 3.8+ with the standard library, numpy and an inference runtime on
 """
 
 __version__ = "0.1.0"
-# Bumped whenever the job or event format changes incompatibly.
-PROTOCOL = 1

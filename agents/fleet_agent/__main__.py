@@ -2,7 +2,8 @@
 
 import sys
 
-from fleet_agent import PROTOCOL, __version__
+from fleet_agent import __version__
+from fleet_agent.protocol import PROTOCOL
 
 
 def main() -> int:

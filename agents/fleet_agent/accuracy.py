@@ -20,10 +20,12 @@ import numpy as np
 
 from fleet_agent import runtimes
 from fleet_agent.generate import Decoder
+from fleet_agent.protocol import Case
 
 
-def evaluate(session: runtimes.Session, case: Dict[str, Any]) -> Dict[str, Any]:
-    with np.load(case["dataset"]) as data:
+def evaluate(session: runtimes.Session, case: Case) -> Dict[str, Any]:
+    """The accuracy fields of a case with a data set (``case["dataset"]`` is set)."""
+    with np.load(str(case["dataset"])) as data:
         arrays = {name: data[name] for name in data.files}
     labels: Optional[np.ndarray]
     if "tokens" in arrays:
@@ -46,9 +48,9 @@ def evaluate(session: runtimes.Session, case: Dict[str, Any]) -> Dict[str, Any]:
     fields: Dict[str, Any] = {"accuracy_samples": float(len(outputs))}
     if labels is not None:
         fields.update(top_k(outputs, labels))
-    if case.get("save_outputs"):
+    if case["save_outputs"]:
         np.save(case["save_outputs"], outputs)
-    reference = case.get("reference")
+    reference = case["reference"]
     # No reference file: the FP32 ONNX case did not run here (skipped on a device without
     # ONNX Runtime, or failed), so there is nothing to agree with.
     if reference and os.path.exists(reference):

@@ -13,11 +13,12 @@
   warm-up never settled, or there are too few samples for p99.
 """
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, cast
 
 import numpy as np
 
 from fleet_agent import measure, stats
+from fleet_agent.protocol import Case, GenerationEntry, RepetitionBody, Result, ResultFields
 
 MEDIAN = ("load_ms", "first_inference_ms", "warmup_runs", "warmup_s")
 WORST = (
@@ -37,15 +38,10 @@ SUMMED = ("duration_s",)
 # Providers that compute on the CPU: their threads are busy for the whole timed phase.
 CPU_PROVIDERS = ("cpu", "xnnpack", "builtin")
 
-DEFAULT_LIMITS = {"cv_max": 0.5, "drift_max": 0.25, "repetition_cv_max": 0.05, "cpu_wait_max": 0.1}
 
-
-def combine(
-    repetitions: List[Dict[str, Any]], thermal: Dict[str, Any], case: Dict[str, Any]
-) -> Tuple[Dict[str, str], Dict[str, Any], List[Dict[str, float]]]:
-    """(tags, fields, generation entries) of the case from its repetitions' events."""
+def combine(repetitions: List[RepetitionBody], thermal: Dict[str, Any], case: Case) -> Result:
+    """The case's result event from its repetitions' measurements."""
     settings = case["settings"]
-    limit = {k: float(settings.get(k, v)) for k, v in DEFAULT_LIMITS.items()}
     first = repetitions[0]
     samples = [s for r in repetitions for s in r["samples_ms"]]
     p50s = [stats.percentile(r["samples_ms"], 50) for r in repetitions]
@@ -60,10 +56,9 @@ def combine(
             fields[key] = max(float(f[key]) for f in all_fields)
     for key in SUMMED:
         fields[key] = sum(float(f[key]) for f in all_fields)
-    batch = int(case.get("batch", 1))
     fields.update(
         iterations=float(len(samples)),
-        throughput_ips=batch * 1000.0 / fields["latency_ms_mean"],
+        throughput_ips=settings["batch"] * 1000.0 / fields["latency_ms_mean"],
         repetitions=float(len(repetitions)),
         repetition_p50s_ms=",".join("{:.6g}".format(p) for p in p50s),
         repetition_p50_cv=stats.cv(p50s),
@@ -74,24 +69,24 @@ def combine(
 
     _, reasons = stats.validity(
         samples,
-        cv_max=limit["cv_max"],
-        drift_max=limit["drift_max"],
+        cv_max=settings["cv_max"],
+        drift_max=settings["drift_max"],
         throttled=bool(thermal.get("throttled")),
     )
-    if fields["repetition_p50_cv"] > limit["repetition_cv_max"]:
+    if fields["repetition_p50_cv"] > settings["repetition_cv_max"]:
         reasons.append(
             "the repetitions' p50s ({} ms) vary by CV {:.3f}, above the limit {:.3f}".format(
                 fields["repetition_p50s_ms"],
                 fields["repetition_p50_cv"],
-                limit["repetition_cv_max"],
+                settings["repetition_cv_max"],
             )
         )
-    provider = str(first["tags"].get("provider", ""))
-    if provider in CPU_PROVIDERS and fields["cpu_wait_frac"] > limit["cpu_wait_max"]:
+    provider = first["tags"]["provider"]
+    if provider in CPU_PROVIDERS and fields["cpu_wait_frac"] > settings["cpu_wait_max"]:
         reasons.append(
             "the worker waited {:.0%} of the timed phase for a CPU (limit {:.0%}): another"
             " process on its cores, or more threads ({}) than cores".format(
-                fields["cpu_wait_frac"], limit["cpu_wait_max"], case.get("threads", 1)
+                fields["cpu_wait_frac"], settings["cpu_wait_max"], settings["threads"]
             )
         )
     if not fields["warmup_stable"]:
@@ -103,18 +98,25 @@ def combine(
             " short".format(len(samples), needed)
         )
     fields.update(valid=not reasons, invalid_reasons="; ".join(reasons))
-    return dict(first["tags"]), fields, combine_generation(repetitions)
+    return {
+        "event": "result",
+        "case": case["id"],
+        "tags": first["tags"],
+        "fields": cast(ResultFields, fields),
+        "generation": combine_generation(repetitions),
+    }
 
 
-def combine_generation(repetitions: List[Dict[str, Any]]) -> List[Dict[str, float]]:
+def combine_generation(repetitions: List[RepetitionBody]) -> List[GenerationEntry]:
     """Per context length, the median of each figure over the repetitions; prefill speed
     from the median time to first token, so that the two always agree."""
-    runs = [r["generation"] for r in repetitions if r.get("generation")]
+    runs = [r["generation"] for r in repetitions if r["generation"]]
     if not runs:
         return []
     combined = []
     for entries in zip(*runs):
-        entry = {key: float(np.median([e[key] for e in entries])) for key in entries[0]}
-        entry["prefill_tokens_per_s"] = entry["context_tokens"] / (entry["ttft_ms"] / 1e3)
-        combined.append(entry)
+        rows = [cast(Dict[str, float], e) for e in entries]
+        median = {key: float(np.median([r[key] for r in rows])) for key in rows[0]}
+        median["prefill_tokens_per_s"] = median["context_tokens"] / (median["ttft_ms"] / 1e3)
+        combined.append(cast(GenerationEntry, median))
     return combined

@@ -20,11 +20,12 @@ architecture could do with a cache.
 """
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
 from fleet_agent import runtimes
+from fleet_agent.protocol import GenerationEntry, Settings
 
 
 class GenerateError(Exception):
@@ -70,7 +71,7 @@ class Decoder:
         row: np.ndarray = logits[0, len(tokens) - 1] if logits.ndim == 3 else logits[0]
         return row
 
-    def measure(self, context: int, decode_tokens: int, runs: int, seed: int) -> Dict[str, float]:
+    def measure(self, context: int, decode_tokens: int, runs: int, seed: int) -> GenerationEntry:
         if self.window is not None and context > self.window:
             raise GenerateError(
                 "context_tokens {} is longer than the model's fixed context of {} tokens".format(
@@ -102,15 +103,15 @@ class Decoder:
         }
 
 
-def measure(session: runtimes.Session, settings: Dict[str, Any]) -> List[Dict[str, float]]:
+def measure(session: runtimes.Session, settings: Settings) -> List[GenerationEntry]:
     """One entry per context length in ``settings["context_tokens"]``."""
     decoder = Decoder(session)
     return [
         decoder.measure(
-            int(context),
-            int(settings.get("decode_tokens", 32)),
-            max(1, int(settings.get("generation_runs", 5))),
-            seed=int(settings.get("seed", 0)),
+            context,
+            settings["decode_tokens"],
+            settings["generation_runs"],
+            seed=settings["seed"],
         )
-        for context in settings.get("context_tokens", [32])
+        for context in settings["context_tokens"]
     ]

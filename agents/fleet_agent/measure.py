@@ -8,9 +8,10 @@ the figures are the runtime's and not the agent's (see bench/agent_overhead.py).
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, NamedTuple
+from typing import Any, Callable, List, NamedTuple
 
 from fleet_agent import stats
+from fleet_agent.protocol import Settings
 
 # The highest percentile reported: the timed phase aims at enough samples to support it.
 TOP_PERCENTILE = 99.0
@@ -28,13 +29,13 @@ class Timed(NamedTuple):
     cpu_wait_frac: float
 
 
-def warmup(run: Callable[[Any], Any], feed: Any, settings: Dict[str, Any]) -> Warmup:
+def warmup(run: Callable[[Any], Any], feed: Any, settings: Settings) -> Warmup:
     """At least ``warmup_iterations`` runs and ``warmup_seconds``, then on until the median of
     the last ten runs is within 5 % of the ten before (GPU clocks and caches take a while),
     but no longer than a quarter of ``max_seconds`` (or four times ``warmup_seconds``)."""
-    min_runs = int(settings.get("warmup_iterations", 10))
-    min_s = float(settings.get("warmup_seconds", 0.0))
-    limit_s = max(min_s * 4, float(settings.get("max_seconds", 60.0)) / 4)
+    min_runs = settings["warmup_iterations"]
+    min_s = settings["warmup_seconds"]
+    limit_s = max(min_s * 4, settings["max_seconds"] / 4)
     samples: List[float] = []
     clock = time.perf_counter_ns
     start = clock()
@@ -51,15 +52,14 @@ def warmup(run: Callable[[Any], Any], feed: Any, settings: Dict[str, Any]) -> Wa
                 return Warmup(len(samples), elapsed, False)
 
 
-def target_iterations(settings: Dict[str, Any]) -> int:
+def target_iterations(settings: Settings) -> int:
     """Runs one repetition aims at: ``min_iterations``, and at least its share of the
     samples the top percentile needs over all repetitions (662 for p99)."""
-    repetitions = max(1, int(settings.get("repetitions", 1)))
-    share = math.ceil(stats.min_samples_for(TOP_PERCENTILE) / repetitions)
-    return max(int(settings.get("min_iterations", 100)), share)
+    share = math.ceil(stats.min_samples_for(TOP_PERCENTILE) / settings["repetitions"])
+    return max(settings["min_iterations"], share)
 
 
-def timed(run: Callable[[Any], Any], feed: Any, settings: Dict[str, Any], threads: int) -> Timed:
+def timed(run: Callable[[Any], Any], feed: Any, settings: Settings) -> Timed:
     """Latencies in ms until ``target_iterations`` and ``min_seconds`` are both reached,
     capped by ``max_seconds``; and the share of the phase the worker waited for a CPU.
 
@@ -68,8 +68,8 @@ def timed(run: Callable[[Any], Any], feed: Any, settings: Dict[str, Any], thread
     neighbour on the same core) or to too many threads for the cores it may use.
     """
     target = target_iterations(settings)
-    min_s = float(settings.get("min_seconds", 0.0))
-    max_s = float(settings.get("max_seconds", 60.0))
+    min_s = settings["min_seconds"]
+    max_s = settings["max_seconds"]
     samples: List[float] = []
     clock = time.perf_counter_ns
     cpu_start = time.process_time_ns()
@@ -84,7 +84,7 @@ def timed(run: Callable[[Any], Any], feed: Any, settings: Dict[str, Any], thread
             break
     cpu_s = (time.process_time_ns() - cpu_start) / 1e9
     wall_s = max(elapsed, 1e-9)
-    wait = 1.0 - cpu_s / (wall_s * usable_threads(threads))
+    wait = 1.0 - cpu_s / (wall_s * usable_threads(settings["threads"]))
     return Timed(samples, elapsed, min(1.0, max(0.0, wait)))
 
 

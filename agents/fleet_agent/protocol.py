@@ -1,14 +1,296 @@
-"""JSON Lines events: one object per line on stdout, flushed at once."""
+"""The controller–agent protocol, defined once: the job on stdin, the events on stdout.
+
+Both sides import these types (the controller from this package), so ``mypy --strict``
+checks the boundary. The controller sends every setting: the agent has no defaults of its
+own (``fleet/suite.py``'s ``MEASURE_DEFAULTS`` is the one source), and each value travels
+once (a case's provider, threads, batch and timeout are in its ``settings``).
+
+Events are JSON Lines, one object per line, flushed at once; ``event`` names the type.
+"""
 
 import json
 import threading
-from typing import IO, Any
+from typing import IO, Any, Dict, List, Literal, Optional, Tuple, TypedDict, Union, cast
+
+# Bumped whenever the job or event format changes incompatibly.
+PROTOCOL = 2
+# The agent says it is alive this often while it works; a longer silence is a hung device.
+HEARTBEAT_S = 5.0
+
+
+class InputSpec(TypedDict):
+    """One model input as the model card describes it; a str or None dimension is dynamic."""
+
+    name: str
+    shape: List[Union[int, str, None]]
+    dtype: str
+
+
+class Settings(TypedDict):
+    """How a case is measured (docs/measurement.md). The controller fills in every key."""
+
+    warmup_iterations: int
+    warmup_seconds: float
+    min_iterations: int
+    min_seconds: float
+    max_seconds: float
+    repetitions: int
+    threads: int
+    batch: int
+    provider: str
+    timeout_s: float
+    seed: int
+    # ONNX Runtime: inter-op threads and graph optimisation (disable, basic, extended, all).
+    inter_op_threads: int
+    graph_optimization_level: str
+    # LiteRT: the delegate library for a provider other than cpu/xnnpack/builtin.
+    delegate_path: str
+    # Validity limits (fleet_agent.aggregate).
+    cv_max: float
+    drift_max: float
+    repetition_cv_max: float
+    cpu_wait_max: float
+    # Decoder language models (fleet_agent.generate).
+    context_tokens: List[int]
+    decode_tokens: int
+    generation_runs: int
+
+
+# "generate": a decoder language model, also timed per context length.
+Task = Optional[Literal["generate"]]
+
+
+class Case(TypedDict):
+    id: str  # "model/format:precision", unique in the job
+    model: str
+    artifact: str  # path on the device, named by its sha256
+    sha256: str
+    format: str
+    precision: str
+    runtime: str
+    task: Task
+    dataset: Optional[str]
+    save_outputs: Optional[str]  # the reference variant saves its outputs here ...
+    reference: Optional[str]  # ... and the other variants compare with them
+    # Made before the model loads, so the memory baseline has them; None: ask the runtime.
+    inputs: Optional[List[InputSpec]]
+    settings: Settings
+
+
+class Job(TypedDict):
+    protocol: int
+    run_id: str
+    controller: str  # user@host of the controller: who holds the device, for a busy message
+    workdir: str  # outputs go to workdir/outputs/run_id
+    cases: List[Case]
+
+
+class Repetition(TypedDict):
+    """What ``serve`` sends a worker on stdin: one case, which repetition of it."""
+
+    case: Case
+    index: int
+
+
+# Why a case has no result. The first five come from the agent; the controller adds the rest
+# for cases a device never got to run.
+ErrorKind = Literal["skipped", "invalid_model", "timeout", "out_of_memory", "error"]
+ERROR_KINDS: Tuple[str, ...] = ("skipped", "invalid_model", "timeout", "out_of_memory", "error")
+
+Fact = Union[str, int, float, bool, None]
+
+
+class GenerationEntry(TypedDict):
+    """A decoder's figures at one context length."""
+
+    context_tokens: float
+    ttft_ms: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    decode_tokens: float
+
+
+class ResultTags(TypedDict):
+    """What actually ran: a provider can fall back (TensorRT → CUDA → CPU)."""
+
+    runtime: str
+    provider: str
+
+
+class ResultFields(TypedDict, total=False):
+    """Every field a ``result`` event may carry (docs/measurement.md says what each means)."""
+
+    # Latency over the samples of all repetitions (fleet_agent.stats)
+    latency_ms_min: float
+    latency_ms_mean: float
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p95: float
+    latency_ms_p99: float
+    latency_ms_max: float
+    latency_ms_std: float
+    latency_cv: float
+    latency_cv_trimmed: float
+    latency_p50_ci95_low_ms: float
+    latency_p50_ci95_high_ms: float
+    latency_drift: float
+    throughput_ips: float
+    iterations: float
+    duration_s: float
+    repetitions: float
+    repetition_p50s_ms: str
+    repetition_p50_cv: float
+    # Cold start and warm-up (median over repetitions)
+    load_ms: float
+    first_inference_ms: float
+    warmup_runs: float
+    warmup_s: float
+    warmup_stable: bool
+    cpu_wait_frac: float
+    # Memory (worst repetition)
+    rss_baseline_mb: float
+    rss_after_load_mb: float
+    peak_rss_mb: float
+    peak_delta_mb: float
+    rss_anon_mb_after_load: float
+    rss_file_mb_after_load: float
+    gpu_memory_baseline_mb: float
+    gpu_memory_after_load_mb: float
+    gpu_memory_after_run_mb: float
+    gpu_memory_delta_mb: float
+    # Accuracy pass (first repetition), agreement with the reference variant
+    accuracy_samples: float
+    accuracy_top1: float
+    accuracy_top5: float
+    agreement_top1: float
+    cosine_min: float
+    cosine_mean: float
+    max_abs_error: float
+    # Temperature and throttling over the case (fleet_agent.thermal)
+    throttled: bool
+    temp_start_c: float
+    temp_max_c: float
+    temp_end_c: float
+    # Validity and provenance
+    valid: bool
+    invalid_reasons: str
+    runtime_package: str
+    runtime_version: str
+    numpy_version: str
+    python_version: str
+
+
+class RepetitionBody(TypedDict):
+    """One worker's measurement, before ``serve`` combines the repetitions."""
+
+    tags: ResultTags
+    fields: Dict[str, Any]  # ResultFields less the statistics only a combination has
+    samples_ms: List[float]
+    generation: List[GenerationEntry]  # empty unless the case's task is "generate"
+
+
+# The events, one TypedDict each; ``event`` is the discriminator.
+class Hello(TypedDict):
+    event: Literal["hello"]
+    agent_version: str
+    protocol: int
+    python: str
+    runtimes: Dict[str, str]  # distribution name -> version, for those installed
+
+
+class Fatal(TypedDict):
+    event: Literal["fatal"]
+    reason: Literal["protocol", "busy"]  # a job of another protocol version; the lock is held
+    message: str
+
+
+class Sysinfo(TypedDict):
+    event: Literal["sysinfo"]
+    facts: Dict[str, Fact]  # each probe best-effort: "unavailable" where it failed
+
+
+class CaseStart(TypedDict):
+    event: Literal["case_start"]
+    case: str
+
+
+class Progress(TypedDict):
+    event: Literal["progress"]
+    case: str
+    repetition: int
+    repetitions: int
+
+
+class Result(TypedDict):
+    event: Literal["result"]
+    case: str
+    tags: ResultTags
+    fields: ResultFields
+    generation: List[GenerationEntry]  # empty unless the case's task is "generate"
+
+
+class CaseError(TypedDict):
+    event: Literal["case_error"]
+    case: str
+    kind: ErrorKind
+    message: str
+
+
+class Heartbeat(TypedDict):
+    """Every HEARTBEAT_S while the agent works: it is alive, whatever a case takes."""
+
+    event: Literal["heartbeat"]
+
+
+class Done(TypedDict):
+    event: Literal["done"]
+
+
+Event = Union[Hello, Fatal, Sysinfo, CaseStart, Progress, Result, CaseError, Heartbeat, Done]
+EVENT_TYPES: Dict[str, Any] = {
+    "hello": Hello,
+    "fatal": Fatal,
+    "sysinfo": Sysinfo,
+    "case_start": CaseStart,
+    "progress": Progress,
+    "result": Result,
+    "case_error": CaseError,
+    "heartbeat": Heartbeat,
+    "done": Done,
+}
+
+
+class ProtocolError(ValueError):
+    """A line from the other side that is not a well-formed event."""
+
+
+def parse_event(line: str) -> Event:
+    """One line of the agent's stdout as a typed event: the event name known and every key
+    its type requires present, or ProtocolError saying what is wrong."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        raise ProtocolError("a line that is not JSON: {!r}".format(line[:120])) from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("a line that is not a JSON object: {!r}".format(line[:120]))
+    kind = obj.get("event")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError("an unknown event {!r}".format(kind))
+    missing = sorted(set(cls.__annotations__) - set(obj))
+    if missing:
+        raise ProtocolError("a {} event without {}".format(kind, ", ".join(missing)))
+    if kind == "case_error" and obj["kind"] not in ERROR_KINDS:
+        raise ProtocolError("a case_error of unknown kind {!r}".format(obj["kind"]))
+    return cast(Event, obj)  # checked above: the keys of its type are there
+
 
 _lock = threading.Lock()
 
 
-def emit(out: IO[str], event: str, **body: Any) -> None:
-    line = json.dumps(dict(event=event, **body), default=_plain)
+def write(out: IO[str], event: Union[Event, Dict[str, Any]]) -> None:
+    """One event as one line, flushed at once (threads share stdout)."""
+    line = json.dumps(event, default=_plain)
     with _lock:
         out.write(line + "\n")
         out.flush()

@@ -12,6 +12,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fleet_agent import protocol
+from fleet_agent.distributions import TFLITE_INTERPRETERS
+from fleet_agent.protocol import Settings
+
 
 class RuntimeMissing(Exception):
     """The runtime (or the provider asked for) is not installed on this device."""
@@ -96,7 +100,8 @@ class OrtSession(Session):
     runtime = "onnxruntime"
     package = "onnxruntime"
 
-    def __init__(self, path: str, provider: str, threads: int, options: Dict[str, Any]) -> None:
+    def __init__(self, path: str, settings: Settings) -> None:
+        provider = settings["provider"]
         ort = _import("onnxruntime")
         self.version = str(ort.__version__)
         wanted = ORT_PROVIDERS.get(provider)
@@ -110,7 +115,7 @@ class OrtSession(Session):
                     self.version, wanted, ", ".join(ort.get_available_providers())
                 )
             )
-        level = str(options.get("graph_optimization_level", "all"))
+        level = settings["graph_optimization_level"]
         if level not in _ORT_LEVELS:
             raise ValueError(
                 "measure.graph_optimization_level {!r}: use one of {}".format(
@@ -118,8 +123,8 @@ class OrtSession(Session):
                 )
             )
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = int(options.get("inter_op_threads", 1))
+        so.intra_op_num_threads = settings["threads"]
+        so.inter_op_num_threads = settings["inter_op_threads"]
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[level])
         so.log_severity_level = 3  # errors only: warnings would flood the agent's stderr
         # TensorRT and CUDA hand what they cannot run to the next provider, CPU last.
@@ -169,20 +174,17 @@ def _import(name: str) -> Any:
         raise RuntimeMissing("{} is not installed ({})".format(name, exc)) from exc
 
 
-# LiteRT's Python packages, newest first: older boards only have tflite_runtime.
-_TFLITE_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
-
-
 def tflite_module() -> Tuple[Any, str, str]:
     """(interpreter module, package name, package version) of the first TFLite found."""
-    for name in _TFLITE_MODULES:
+    for name in TFLITE_INTERPRETERS:
         try:
             module = importlib.import_module(name)
         except ImportError:
             continue
         package = importlib.import_module(name.split(".")[0])
         return module, name.split(".")[0], str(getattr(package, "__version__", "unknown"))
-    raise RuntimeMissing("no TFLite runtime (ai_edge_litert, tflite_runtime or tensorflow)")
+    packages = ", ".join(name.split(".")[0] for name in TFLITE_INTERPRETERS)
+    raise RuntimeMissing("no TFLite runtime ({})".format(packages))
 
 
 def _load_delegate(module: Any, path: str) -> Any:
@@ -210,7 +212,8 @@ class LiteRtSession(Session):
 
     runtime = "litert"
 
-    def __init__(self, path: str, provider: str, threads: int, options: Dict[str, Any]) -> None:
+    def __init__(self, path: str, settings: Settings) -> None:
+        provider = settings["provider"]
         module, self.package, self.version = tflite_module()
         delegates = []
         kwargs: Dict[str, Any] = {}
@@ -219,7 +222,7 @@ class LiteRtSession(Session):
                 module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             )
         elif provider not in ("cpu", "xnnpack"):
-            delegate_path = str(options.get("delegate_path") or "")
+            delegate_path = settings["delegate_path"]
             if not delegate_path:
                 raise RuntimeMissing(
                     "LiteRT provider {!r} is a delegate: set measure.delegate_path to its"
@@ -229,7 +232,7 @@ class LiteRtSession(Session):
         try:
             self._interp = module.Interpreter(
                 model_path=path,
-                num_threads=threads,
+                num_threads=settings["threads"],
                 experimental_delegates=delegates or None,
                 **kwargs,
             )
@@ -315,19 +318,17 @@ def import_runtime(runtime: str) -> Tuple[str, str]:
     raise RuntimeMissing("unknown runtime {!r}; known: {}".format(runtime, ", ".join(RUNTIMES)))
 
 
-def open_session(
-    runtime: str, path: str, provider: str, threads: int, options: Dict[str, Any]
-) -> Session:
+def open_session(runtime: str, path: str, settings: Settings) -> Session:
     cls = RUNTIMES.get(runtime)
     if cls is None:
         raise RuntimeMissing("unknown runtime {!r}".format(runtime))
-    return cls(path, provider, threads, options)
+    return cls(path, settings)
 
 
-def spec_from_card(card_inputs: Any) -> Optional[List[InputSpec]]:
-    """Input specs from the model card the controller sends ({name, dtype, shape} with
-    strings for dynamic dimensions); None when it has none or cannot be read."""
-    if not isinstance(card_inputs, list) or not card_inputs:
+def spec_from_card(card_inputs: Optional[List[protocol.InputSpec]]) -> Optional[List[InputSpec]]:
+    """Input specs from the model card the controller sends (strings for dynamic
+    dimensions); None when it has none or cannot be read."""
+    if not card_inputs:
         return None
     try:
         return [

@@ -12,121 +12,165 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
-from typing import IO, Any, Dict, List, Optional, Tuple
+import time
+from typing import IO, Any, Dict, List, Optional, Tuple, cast
 
-from fleet_agent import PROTOCOL, __version__, memory, sysinfo, thermal
-from fleet_agent.protocol import emit
+from fleet_agent import __version__, memory, probes, sysinfo, thermal
+from fleet_agent.lifeline import Lifeline
+from fleet_agent.protocol import (
+    PROTOCOL,
+    Case,
+    CaseError,
+    ErrorKind,
+    Job,
+    Repetition,
+    RepetitionBody,
+    write,
+)
 
 
 def serve(inp: IO[str], out: IO[str]) -> int:
-    job = json.loads(inp.readline())
-    emit(
+    received = json.loads(inp.readline())
+    write(
         out,
-        "hello",
-        agent_version=__version__,
-        protocol=PROTOCOL,
-        python=platform.python_version(),
-        runtimes=sysinfo.runtimes_installed(),
+        {
+            "event": "hello",
+            "agent_version": __version__,
+            "protocol": PROTOCOL,
+            "python": platform.python_version(),
+            "runtimes": sysinfo.runtimes_installed(),
+        },
     )
-    if job.get("protocol") != PROTOCOL:
-        emit(
-            out,
-            "fatal",
-            message="protocol mismatch: controller speaks {}, agent {} speaks {}".format(
-                job.get("protocol"), __version__, PROTOCOL
-            ),
+    if not isinstance(received, dict) or received.get("protocol") != PROTOCOL:
+        version = received.get("protocol") if isinstance(received, dict) else None
+        message = "protocol mismatch: controller speaks {}, agent {} speaks {}".format(
+            version, __version__, PROTOCOL
         )
+        write(out, {"event": "fatal", "reason": "protocol", "message": message})
         return 2
-    with open(os.path.join(job["workdir"], "agent.lock"), "w") as lock:
+    job = cast(Job, received)  # the controller built it from the same types
+    # "a+": opening must not empty the file while another run holds it (it names that run).
+    with open(os.path.join(job["workdir"], "agent.lock"), "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            emit(out, "fatal", message="device busy: another fleet run holds " + lock.name)
+            lock.seek(0)
+            holder = lock.read().strip() or "another fleet run"
+            message = "device busy: held by " + holder
+            write(out, {"event": "fatal", "reason": "busy", "message": message})
             return 2
-        emit(out, "sysinfo", **sysinfo.collect())
-        run_cases(job["cases"], out)
-    emit(out, "done")
+        lock.seek(0)
+        lock.truncate()
+        lock.write("run {} from {} since {}".format(job["run_id"], job["controller"], _now()))
+        lock.flush()
+        outputs = os.path.join(job["workdir"], "outputs")
+        _remove_other_runs(outputs, job["run_id"])
+        ours = os.path.join(outputs, job["run_id"])
+        os.makedirs(ours, exist_ok=True)
+        lifeline = Lifeline(out, ours)
+        lifeline.start()
+        write(out, {"event": "sysinfo", "facts": sysinfo.collect()})
+        run_cases(job["cases"], out, lifeline)
+        lifeline.stop()
+        # The reference outputs only served this run's comparisons.
+        shutil.rmtree(ours, ignore_errors=True)
+    write(out, {"event": "done"})
     return 0
 
 
-def run_cases(cases: List[Dict[str, Any]], out: IO[str]) -> None:
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+
+def _remove_other_runs(outputs: str, run_id: str) -> None:
+    """Outputs left by a run that ended without cleaning up (no run but this one can be
+    using them: it holds the lock)."""
+    if os.path.isdir(outputs):
+        for name in os.listdir(outputs):
+            if name != run_id:
+                shutil.rmtree(os.path.join(outputs, name), ignore_errors=True)
+
+
+def run_cases(cases: List[Case], out: IO[str], lifeline: Lifeline) -> None:
     verified: Dict[str, bool] = {}
     for case in cases:
-        emit(out, "case_start", case=case["id"])
+        write(out, {"event": "case_start", "case": case["id"]})
         artifact = case["artifact"]
         if artifact not in verified:
             verified[artifact] = _sha256(artifact) == case["sha256"]
         if not verified[artifact]:
-            emit(
-                out,
-                "case_error",
-                case=case["id"],
-                kind="invalid_model",
-                message="{} does not match its sha256; it will be sent again".format(artifact),
-            )
+            message = "{} does not match its sha256; it will be sent again".format(artifact)
+            _case_error(out, case, "invalid_model", message)
             if os.path.exists(artifact):  # a corrupt cached file must not be used again
                 os.unlink(artifact)
             continue
-        run_case(case, out)
+        run_case(case, out, lifeline)
 
 
-def run_case(case: Dict[str, Any], out: IO[str]) -> None:
+def run_case(case: Case, out: IO[str], lifeline: Lifeline) -> None:
     """All repetitions of one case, each in a fresh worker; one result, or one case_error
     (the first repetition that fails ends the case)."""
-    count = max(1, int(case["settings"].get("repetitions", 1)))
+    count = case["settings"]["repetitions"]
     watch = thermal.Watch()
-    done: List[Dict[str, Any]] = []
+    done: List[RepetitionBody] = []
     try:
         for index in range(count):
-            body = run_worker(dict(case, repetition=index), out)
+            body = run_worker({"case": case, "index": index}, out, lifeline)
             if body is None:
                 return
             done.append(body)
             # Also keeps the controller's idle timer from running out on long cases.
-            emit(out, "progress", case=case["id"], repetition=index + 1, repetitions=count)
+            write(
+                out,
+                {
+                    "event": "progress",
+                    "case": case["id"],
+                    "repetition": index + 1,
+                    "repetitions": count,
+                },
+            )
     finally:
         watched = watch.stop()
     # Imported here: numpy would make every start of the agent slower and bigger, also for
     # a job that ends at hello (protocol mismatch, device busy).
     from fleet_agent import aggregate
 
-    tags, fields, generation = aggregate.combine(done, watched, case)
-    emit(out, "result", case=case["id"], tags=tags, fields=fields, generation=generation)
+    write(out, aggregate.combine(done, watched, case))
 
 
-def run_worker(case: Dict[str, Any], out: IO[str]) -> Optional[Dict[str, Any]]:
-    """One repetition in a fresh process: its ``repetition`` event's body, or None after
-    relaying (or making) the case_error that says why there is none. ``timeout_s`` bounds
-    each repetition."""
+def run_worker(
+    repetition: Repetition, out: IO[str], lifeline: Lifeline
+) -> Optional[RepetitionBody]:
+    """One repetition in a fresh process: its measurement, or None after relaying (or
+    making) the case_error that says why there is none. ``timeout_s`` bounds each
+    repetition."""
+    case = repetition["case"]
     argv = [sys.executable, sys.argv[0], "worker"]
-    timeout = float(case.get("timeout_s", 300))
+    timeout = case["settings"]["timeout_s"]
     kills_before = memory.oom_kills()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-    )
+    proc = lifeline.worker(argv)
     try:
-        stdout, stderr = proc.communicate(json.dumps(case), timeout=timeout)
+        stdout, stderr = proc.communicate(json.dumps(repetition), timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
+        lifeline.release(proc)
         stage = _events(stdout)[1]
         message = "no result after {:g} s (timeout_s), while in {}".format(timeout, stage)
         _case_error(out, case, "timeout", message)
         return None
+    lifeline.release(proc)
     sys.stderr.write(stderr)  # the runtime's own messages, for the controller's log
     events, stage = _events(stdout)
     for event in events:
         if event.get("event") == "repetition":
-            return event
+            return cast(RepetitionBody, event["body"])
         if event.get("event") == "case_error":
-            emit(out, **event)
+            write(out, event)
             return None
     kind, message = _death(proc.returncode, stage, stderr, kills_before)
     _case_error(out, case, kind, message)
@@ -150,11 +194,13 @@ def _events(stdout: str) -> Tuple[List[Dict[str, Any]], str]:
     return events, stage
 
 
-def _death(code: int, stage: str, stderr: str, kills_before: Optional[int]) -> Tuple[str, str]:
+def _death(
+    code: int, stage: str, stderr: str, kills_before: Optional[int]
+) -> Tuple[ErrorKind, str]:
     """The kind and message for a worker that ended without an event."""
     if code == -signal.SIGKILL:
         kills_after = memory.oom_kills()
-        limit = sysinfo.memory_limit_mb()
+        limit = probes.memory_limit_mb()
         where = ", memory limit {:.0f} MB".format(limit) if limit is not None else ""
         if kills_before is None or kills_after is None:
             return (
@@ -186,8 +232,9 @@ def _signal_name(number: int) -> str:
         return "signal {}".format(number)
 
 
-def _case_error(out: IO[str], case: Dict[str, Any], kind: str, message: str) -> None:
-    emit(out, "case_error", case=case["id"], kind=kind, message=message)
+def _case_error(out: IO[str], case: Case, kind: ErrorKind, message: str) -> None:
+    event: CaseError = {"event": "case_error", "case": case["id"], "kind": kind, "message": message}
+    write(out, event)
 
 
 def _sha256(path: str) -> str:

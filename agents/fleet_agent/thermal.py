@@ -9,7 +9,7 @@ to nothing; on a device with neither, nothing is started at all.
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
-from fleet_agent import sysinfo
+from fleet_agent import live
 
 INTERVAL_S = 1.0
 
@@ -31,8 +31,8 @@ class Watch:
             self._thread.start()
 
     def _read(self, sensor: bool, throttle: bool) -> Tuple[Optional[float], Optional[bool]]:
-        temp = sysinfo.temperature_c() if sensor else None
-        throttled = sysinfo.throttled_now() if throttle else None
+        temp = live.temperature_c() if sensor else None
+        throttled = live.throttled_now() if throttle else None
         with self._lock:
             if temp is not None:
                 self._temps.append(temp)

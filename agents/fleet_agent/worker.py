@@ -17,7 +17,9 @@ repetitions of a case into the one ``result`` the controller sees.
 """
 
 import json
+import os
 import platform
+import threading
 import time
 import traceback
 from typing import IO, Any, Callable, Dict, List, Optional
@@ -25,17 +27,19 @@ from typing import IO, Any, Callable, Dict, List, Optional
 import numpy as np
 
 from fleet_agent import accuracy, generate, measure, memory, runtimes
-from fleet_agent.protocol import emit
+from fleet_agent.protocol import Case, CaseError, ErrorKind, Repetition, RepetitionBody, write
 
 # Providers whose memory is the GPU's, read with nvidia-smi.
 GPU_PROVIDERS = ("cuda", "tensorrt")
 
 
 def work(inp: IO[str], out: IO[str]) -> int:
-    case = json.loads(inp.read())
-    kind = "error"
+    job: Repetition = json.loads(inp.read())
+    _end_with_parent()
+    case = job["case"]
+    kind: ErrorKind = "error"
     try:
-        body = repetition(case, lambda stage: emit(out, "stage", stage=stage))
+        body = repetition(case, job["index"], lambda s: write(out, {"event": "stage", "stage": s}))
     except runtimes.RuntimeMissing as exc:
         kind, message = "skipped", str(exc)
     except runtimes.InvalidModel as exc:
@@ -46,26 +50,38 @@ def work(inp: IO[str], out: IO[str]) -> int:
         traceback.print_exc()  # the whole story for the controller's log
         message = "{}: {}".format(type(exc).__name__, exc)
     else:
-        emit(out, "repetition", case=case["id"], **body)
+        write(out, {"event": "repetition", "body": body})
         return 0
-    emit(out, "case_error", case=case["id"], kind=kind, message=message)
+    error: CaseError = {"event": "case_error", "case": case["id"], "kind": kind, "message": message}
+    write(out, error)
     return 0
 
 
-def repetition(case: Dict[str, Any], stage: Callable[[str], None]) -> Dict[str, Any]:
-    """The repetition's event body; ``stage`` is told each step as it begins, so that the
+def _end_with_parent() -> None:
+    """A worker whose agent is gone (killed: it could not stop its workers) stops too,
+    within half a second, instead of timing a repetition nobody will read."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def repetition(case: Case, index: int, stage: Callable[[str], None]) -> RepetitionBody:
+    """The repetition's measurement; ``stage`` is told each step as it begins, so that the
     agent can say what a worker was doing when it died or ran out of time."""
     settings = case["settings"]
-    batch = int(case.get("batch", 1))
-    threads = int(case.get("threads", 1))
-    seed = int(settings.get("seed", 0))
-    provider = str(case.get("provider", "cpu"))
+    batch = settings["batch"]
+    provider = settings["provider"]
     stage("import")
     package, version = runtimes.import_runtime(case["runtime"])
-    spec = runtimes.spec_from_card(case.get("inputs"))
+    spec = runtimes.spec_from_card(case["inputs"])
     arrays: Optional[List[np.ndarray]] = None
     if spec is not None:
-        arrays = list(runtimes.feed_for(spec, batch, seed).values())
+        arrays = list(runtimes.feed_for(spec, batch, settings["seed"]).values())
     on_gpu = provider in GPU_PROVIDERS
     gpu_before = memory.gpu_memory_mb() if on_gpu else None
     baseline = memory.snapshot()
@@ -73,19 +89,19 @@ def repetition(case: Dict[str, Any], stage: Callable[[str], None]) -> Dict[str, 
 
     stage("load")
     start = time.perf_counter_ns()
-    session = runtimes.open_session(case["runtime"], case["artifact"], provider, threads, settings)
+    session = runtimes.open_session(case["runtime"], case["artifact"], settings)
     load_ms = (time.perf_counter_ns() - start) / 1e6
     after_load = memory.snapshot()
     gpu_after_load = memory.gpu_memory_mb() if on_gpu else None
 
     stage("measure")
-    feed = session.adopt(arrays, batch, seed)
+    feed = session.adopt(arrays, batch, settings["seed"])
     start = time.perf_counter_ns()
     session.run(feed)
     first_ms = (time.perf_counter_ns() - start) / 1e6
 
     warm = measure.warmup(session.run, feed, settings)
-    timed = measure.timed(session.run, feed, settings, threads)
+    timed = measure.timed(session.run, feed, settings)
     peak = memory.peak_rss_mb()
     gpu_after_run = memory.gpu_memory_mb() if on_gpu else None
 
@@ -118,15 +134,16 @@ def repetition(case: Dict[str, Any], stage: Callable[[str], None]) -> Dict[str, 
             gpu_memory_after_run_mb=gpu_after_run,
             gpu_memory_delta_mb=max(gpu_after_load, gpu_after_run) - gpu_before,
         )
-    body: Dict[str, Any] = {
+    body: RepetitionBody = {
         "tags": {"runtime": session.runtime, "provider": session.provider},
         "fields": fields,
         "samples_ms": timed.samples_ms,
+        "generation": [],
     }
-    if case.get("dataset") and int(case.get("repetition", 0)) == 0:
+    if case["dataset"] and index == 0:
         stage("accuracy")
         fields.update(accuracy.evaluate(session, case))
-    if case.get("task") == "generate":
+    if case["task"] == "generate":
         stage("generate")
         body["generation"] = generate.measure(session, settings)
     return body

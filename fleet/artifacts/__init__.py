@@ -2,7 +2,7 @@
 
 from fleet.artifacts.artifact import Artifact
 from fleet.artifacts.cache import ArtifactCache
-from fleet.artifacts.card import model_card, read_card
+from fleet.artifacts.card import Fidelity, ModelCard, model_card, read_card
 from fleet.artifacts.convert import convert, convert_all
 from fleet.artifacts.fidelity import FidelityBudgetError, check_fidelity_budget, fidelity
 from fleet.artifacts.variant import KNOWN, Variant, parse_list
@@ -11,7 +11,9 @@ __all__ = [
     "KNOWN",
     "Artifact",
     "ArtifactCache",
+    "Fidelity",
     "FidelityBudgetError",
+    "ModelCard",
     "Variant",
     "check_fidelity_budget",
     "convert",

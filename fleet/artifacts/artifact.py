@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from fleet.artifacts.card import ModelCard
 from fleet.artifacts.variant import Variant
 
 
@@ -14,5 +14,5 @@ class Artifact:
     path: Path  # <cache>/<sha256>.<onnx|tflite>
     sha256: str
     variant: Variant  # as converted: an int8 variant always names its mode
-    card: dict[str, Any]
+    card: ModelCard
     source_sha256: str

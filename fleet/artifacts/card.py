@@ -1,21 +1,25 @@
 """Model cards: what a model file is, read from the file itself plus what the suite declares.
 
-A card is a plain JSON-able dict, so it can be stored beside an artifact and attached to
-results. `params` counts the elements of weight tensors: constant float or 8-bit tensors
-(and int32 biases of quantized ops), never shape constants or quantization scales.
+A card is a frozen `ModelCard`; `to_dict()` is its plain JSON, stored beside an artifact and
+printed by `fleet model card --json`. `params` counts the elements of weight tensors: constant
+float or 8-bit tensors (and int32 biases of quantized ops), never shape constants or
+quantization scales.
 """
 
 from __future__ import annotations
 
 import json
+import types
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 import numpy as np
 
 from fleet.errors import ConfigError
+from fleet_agent.protocol import InputSpec
 
 MB = 1_000_000  # model_size_mb is in megabytes (10^6 bytes), as embedded budgets are quoted
 
@@ -30,28 +34,106 @@ _QUANT_PARAM_INPUTS = {
     "QLinearConv": (1, 2, 4, 5, 6, 7),
     "QLinearMatMul": (1, 2, 4, 5, 6, 7),
 }
-# Fields a card measures from the file (plus what conversion adds); a suite cannot declare them.
-_MEASURED = {
-    "format",
-    "params",
-    "weight_types",
-    "precision",
-    "ops",
-    "inputs",
-    "outputs",
-    "opset",
-    "producer",
-    "file_size_bytes",
-    "model_size_mb",
-    "variant",
-    "source",
-    "source_sha256",
-    "fidelity",
-}
 _WEIGHT_DTYPES = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int4", "uint4"}
 
 
-def model_card(path: Path, declared: Mapping[str, str] | None = None) -> dict[str, Any]:
+class _Agreement(TypedDict):
+    method: int  # fidelity.METHOD: a result made by another method is measured again
+    dataset: str  # the file name
+    dataset_sha256: str
+    samples: float
+    agreement_top1: float
+    cosine_min: float
+    cosine_mean: float
+    max_abs_error: float
+
+
+class Fidelity(_Agreement, total=False):
+    """How a converted variant follows its FP32 source (fleet.artifacts.fidelity); the
+    accuracies and their drop (in percentage points) only when the data set has labels."""
+
+    accuracy_top1_reference: float
+    accuracy_top1: float
+    accuracy_drop_pp: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCard:
+    """What a model file is. Every field but `declared` is measured (or added by conversion),
+    so a suite cannot declare it; in `to_dict()` the declared fields sit beside them."""
+
+    format: str  # "onnx" or "tflite", as the file's suffix says
+    params: int
+    weight_types: dict[str, int]  # element type -> weight elements of that type
+    precision: str  # "fp32", "int8", ...: the type that holds most weight elements
+    ops: dict[str, int]  # op type -> count, the most used first
+    inputs: list[InputSpec]
+    outputs: list[InputSpec]  # described as the inputs are
+    opset: int | None = None  # ONNX only
+    producer: str | None = None  # ONNX only: the exporter's name and version
+    file_size_bytes: int
+    model_size_mb: float
+    # A converted artifact's variant spec, and the name and sha256 of the model it came from.
+    variant: str | None = None
+    source: str | None = None
+    source_sha256: str | None = None
+    fidelity: Fidelity | None = None  # when converted with a data set
+    declared: dict[str, str] = field(default_factory=dict)  # family, architecture, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: the fields that are set, then the declared ones."""
+        data = asdict(self)
+        declared = data.pop("declared")
+        return {**{k: v for k, v in data.items() if v is not None}, **declared}
+
+    @classmethod
+    def from_dict(cls, data: object) -> ModelCard:
+        """The card `to_dict()` gave; ValueError for anything else (a damaged or stale file)."""
+        if not isinstance(data, dict):
+            raise ValueError("a model card is a JSON object")
+        try:
+            card = cls(
+                **{k: v for k, v in data.items() if k in _MEASURED},
+                declared={k: v for k, v in data.items() if k not in _MEASURED},
+            )
+        except TypeError as exc:  # a field without a default is missing
+            raise ValueError(str(exc)) from None
+        hints = get_type_hints(cls)
+        wrong = [f.name for f in fields(cls) if not _fits(getattr(card, f.name), hints[f.name])]
+        if wrong:
+            raise ValueError(f"model card fields of the wrong type: {', '.join(wrong)}")
+        return card
+
+
+_MEASURED = {f.name for f in fields(ModelCard)} - {"declared"}
+
+
+def _fits(value: object, hint: Any) -> bool:
+    """Whether a value read from JSON is of type `hint`, one in the card's annotations."""
+    args = get_args(hint)
+    if get_origin(hint) in (Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if get_origin(hint) is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if get_origin(hint) is dict:
+        return isinstance(value, dict) and all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()
+        )
+    if is_typeddict(hint):
+        keys = get_type_hints(hint)
+        return (
+            isinstance(value, dict)
+            and hint.__required_keys__ <= value.keys() <= keys.keys()
+            and all(_fits(v, keys[k]) for k, v in value.items())
+        )
+    if value is None or isinstance(value, bool):  # isinstance counts a bool as an int
+        return hint is type(value)
+    if hint is float:  # JSON writes a whole float as 2.0, but a hand-made file may say 2
+        return isinstance(value, int | float)
+    return isinstance(value, hint)
+
+
+def model_card(path: Path, declared: Mapping[str, str] | None = None) -> ModelCard:
     """Describe an .onnx or .tflite file; `declared` adds family, architecture, base_model..."""
     if not path.is_file():
         raise ConfigError(f"{path}: model file not found")
@@ -61,30 +143,28 @@ def model_card(path: Path, declared: Mapping[str, str] | None = None) -> dict[st
         card = _tflite_card(path)
     else:
         raise ConfigError(f"{path}: unknown model format; fleet reads .onnx and .tflite files")
-    size = path.stat().st_size
-    card["file_size_bytes"] = size
-    card["model_size_mb"] = size / MB
     return declare(card, declared or {}, path)
 
 
-def read_card(path: Path) -> dict[str, Any]:
+def read_card(path: Path) -> ModelCard:
     """The stored card of a cached artifact (with fidelity and declared fields), else a new one."""
     sidecar = path.with_suffix(".json")
     try:
         stored = json.loads(sidecar.read_text())
-        if stored.get("sha256") == path.stem and isinstance(stored.get("card"), dict):
-            return dict(stored["card"])
+        if stored.get("sha256") == path.stem:
+            return ModelCard.from_dict(stored.get("card"))
     except (OSError, ValueError, AttributeError):
-        pass  # not an artifact from the cache: describe the file itself
+        pass  # not an artifact from the cache, or its card is damaged: describe the file itself
     return model_card(path)
 
 
-def declare(card: dict[str, Any], declared: Mapping[str, str], path: Path) -> dict[str, Any]:
-    """Add what the suite declares (family, architecture, base_model, ...) to a card."""
+def declare(card: ModelCard, declared: Mapping[str, str], path: Path) -> ModelCard:
+    """The card with what the suite declares (family, architecture, base_model, ...) in place
+    of what was declared before."""
     clash = sorted(set(declared) & _MEASURED)
     if clash:
         raise ConfigError(f"{path}: declared {clash} would replace measured model card fields")
-    return {**card, **declared}
+    return replace(card, declared=dict(declared))
 
 
 def _precision(weight_types: Mapping[str, int]) -> str:
@@ -97,24 +177,31 @@ def _precision(weight_types: Mapping[str, int]) -> str:
 
 
 def _card(
-    fmt: str,
+    path: Path,
     weights: Sequence[tuple[str, int]],
     ops: Counter[str],
-    inputs: list[dict[str, Any]],
-    outputs: list[dict[str, Any]],
-) -> dict[str, Any]:
+    inputs: list[InputSpec],
+    outputs: list[InputSpec],
+    opset: int | None = None,
+    producer: str | None = None,
+) -> ModelCard:
     weight_types: Counter[str] = Counter()
     for dtype, count in weights:
         weight_types[dtype] += count
-    return {
-        "format": fmt,
-        "params": sum(weight_types.values()),
-        "weight_types": dict(sorted(weight_types.items())),
-        "precision": _precision(weight_types),
-        "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "inputs": inputs,
-        "outputs": outputs,
-    }
+    size = path.stat().st_size
+    return ModelCard(
+        format=path.suffix[1:],
+        params=sum(weight_types.values()),
+        weight_types=dict(sorted(weight_types.items())),
+        precision=_precision(weight_types),
+        ops=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        inputs=inputs,
+        outputs=outputs,
+        opset=opset,
+        producer=producer,
+        file_size_bytes=size,
+        model_size_mb=size / MB,
+    )
 
 
 # --- ONNX ------------------------------------------------------------------------------------
@@ -135,7 +222,7 @@ def load_onnx(path: Path) -> Any:
     return model
 
 
-def _onnx_card(path: Path) -> dict[str, Any]:
+def _onnx_card(path: Path) -> ModelCard:
     import onnx
 
     model = load_onnx(path)
@@ -165,23 +252,22 @@ def _onnx_card(path: Path) -> dict[str, Any]:
         if dtype in _WEIGHT_DTYPES or name in dequantized:
             weights.append((dtype, size))
     initializers = {t.name for t in graph.initializer}
-    card = _card(
-        "onnx",
+    return _card(
+        path,
         weights,
         Counter(node.op_type for node in graph.node),
         [_onnx_io(v) for v in graph.input if v.name not in initializers],
         [_onnx_io(v) for v in graph.output],
+        opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
     )
-    card["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    card["producer"] = f"{model.producer_name} {model.producer_version}".strip()
-    return card
 
 
-def _onnx_io(value: Any) -> dict[str, Any]:
+def _onnx_io(value: Any) -> InputSpec:
     import onnx
 
     tensor = value.type.tensor_type
-    shape: list[int | str] = [
+    shape: list[int | str | None] = [
         d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim
     ]
     return {
@@ -208,7 +294,7 @@ def load_tflite(path: Path) -> Any:
         raise ConfigError(f"{path}: not a readable TFLite model ({reason})") from exc
 
 
-def _tflite_card(path: Path) -> dict[str, Any]:
+def _tflite_card(path: Path) -> ModelCard:
     interpreter = load_tflite(path)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     # A private API, but the only way to read ops in the Python wheels; without it: no ops.
@@ -226,7 +312,7 @@ def _tflite_card(path: Path) -> dict[str, Any]:
             weights.append((dtype, size))
     names = signature_names(interpreter)
     return _card(
-        "tflite",
+        path,
         weights,
         Counter(str(op["op_name"]) for op in ops_details),
         [_tflite_io(d, names) for d in interpreter.get_input_details()],
@@ -244,9 +330,10 @@ def signature_names(interpreter: Any) -> dict[int, str]:
     return names
 
 
-def _tflite_io(detail: dict[str, Any], names: Mapping[int, str]) -> dict[str, Any]:
+def _tflite_io(detail: dict[str, Any], names: Mapping[int, str]) -> InputSpec:
+    shape: list[int | str | None] = [int(s) if s >= 0 else "?" for s in detail["shape_signature"]]
     return {
         "name": names.get(detail["index"], detail["name"]),
-        "shape": [int(s) if s >= 0 else "?" for s in detail["shape_signature"]],
+        "shape": shape,
         "dtype": np.dtype(detail["dtype"]).name,
     }

@@ -13,13 +13,14 @@ from typing import Any
 from fleet.artifacts import onnx_variants, tflite_variants
 from fleet.artifacts.artifact import Artifact
 from fleet.artifacts.cache import ArtifactCache, request_key, sha256_file
-from fleet.artifacts.card import declare, load_tflite, model_card
+from fleet.artifacts.card import ModelCard, declare, load_tflite, model_card
 from fleet.artifacts.converter_env import last_lines
 from fleet.artifacts.data import Samples, load_samples
 from fleet.artifacts.fidelity import METHOD as FIDELITY_METHOD
 from fleet.artifacts.fidelity import fidelity
 from fleet.artifacts.variant import Variant
 from fleet.errors import ConfigError, ConversionError
+from fleet_agent.protocol import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,12 @@ def convert(
         )
     if variant == FP32:
         reference = None
-        inputs = model_card(source)["inputs"]  # also refuses a missing or corrupt file
+        inputs = model_card(source).inputs  # also refuses a missing or corrupt file
         origin, source_sha = source, sha256_file(source)
     else:
         # Convert the cached FP32 copy, whose name is the hash of exactly these bytes.
         reference = convert(source, FP32, cache=cache)
-        inputs = reference.card["inputs"]
+        inputs = reference.card.inputs
         origin, source_sha = reference.path, reference.sha256
     float_inputs = all(spec["dtype"] in ("float32", "float16") for spec in inputs)
     if variant == Variant("tflite", "int8", "static") and not float_inputs:
@@ -87,22 +88,33 @@ def convert(
     # Card updates (declared fields, fidelity on a new data set) need no lock: the sidecar is
     # replaced atomically and either writer's card is right.
     sidecar = cache.sidecar(path)
-    card: dict[str, Any] = sidecar["card"]
-    if declared is not None and dict(declared) != sidecar.get("declared", {}):
-        card = {k: v for k, v in card.items() if k not in sidecar.get("declared", {})}
+    try:
+        card = ModelCard.from_dict(sidecar.get("card"))
+    except ValueError as exc:  # damaged, or from a fleet whose cards differ: describe it again
+        log.warning("%s: stored model card unusable (%s); reading the file again", path, exc)
+        card = _artifact_card(path, variant, source, source_sha)
+    if declared is not None and dict(declared) != card.declared:
         card = declare(card, declared, source)
-        sidecar["declared"] = dict(declared)
     artifact = Artifact(path, path.stem, variant, card, source_sha)
-    stored = card.get("fidelity", {})
-    if dataset is not None and (stored.get("dataset_sha256"), stored.get("method")) != (
-        sha256_file(dataset),
-        FIDELITY_METHOD,
+    stored = card.fidelity
+    if dataset is not None and (
+        stored is None
+        or (stored["dataset_sha256"], stored["method"]) != (sha256_file(dataset), FIDELITY_METHOD)
     ):
-        card = {**card, "fidelity": fidelity(reference or artifact, artifact, dataset)}
+        card = replace(card, fidelity=fidelity(reference or artifact, artifact, dataset))
         artifact = replace(artifact, card=card)
-    if card != sidecar["card"]:
-        cache.write_sidecar(path, {**sidecar, "card": card})
+    as_json = card.to_dict()
+    if as_json != sidecar.get("card"):
+        sidecar.pop("declared", None)  # older sidecars listed the declared fields the card holds
+        cache.write_sidecar(path, {**sidecar, "card": as_json})
     return artifact
+
+
+def _artifact_card(file: Path, variant: Variant, source: Path, source_sha: str) -> ModelCard:
+    """The card of a converted file: what it is, and what it was made from."""
+    return replace(
+        model_card(file), variant=variant.spec(), source=source.name, source_sha256=source_sha
+    )
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,7 @@ class _Job:
     source: Path  # as the user named it, for messages
     origin: Path  # the bytes converted: the cached FP32 copy (the source itself for FP32)
     source_sha: str
-    inputs: list[dict[str, Any]]  # the source's, from its model card
+    inputs: list[InputSpec]  # the source's, from its model card
     variant: Variant
     samples: Samples | None
     calibration_sha: str | None
@@ -193,20 +205,14 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
                 continue
             request = _request(job.source_sha, made, job.calibration_sha)
             try:
-                made_card = model_card(file)
+                card = _artifact_card(file, made, job.source, job.source_sha)
             except ConfigError as exc:  # names the scratch file; the user needs the request
                 raise ConversionError(
                     f"{job.describe()}: converted file is invalid: {exc}"
                 ) from exc
-            card = {
-                **made_card,
-                "variant": made.spec(),
-                "source": job.source.name,
-                "source_sha256": job.source_sha,
-            }
             sidecar = {
                 "request": request,
-                "card": card,
+                "card": card.to_dict(),
                 "conversion_s": seconds,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }

@@ -8,14 +8,19 @@ and optionally `next_token` [N]: the prediction compared is the one after each p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
 from fleet.errors import ConfigError
+from fleet_agent.protocol import InputSpec
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -26,22 +31,98 @@ class Samples:
     positions: np.ndarray | None = None  # decoders: where each prompt's next token is predicted
 
 
-def load_samples(path: Path, inputs: Sequence[Mapping[str, Any]]) -> Samples:
-    """Read `path` and check it fits `inputs` (a model card's inputs: name, shape, dtype)."""
+# A data set is read whole, here and on every device: a validation or calibration set is
+# far below this, and a file that declares more is refused before anything is allocated.
+MAX_NPZ_BYTES = 2 * 1024**3
+# numpy.savez stores, numpy.savez_compressed deflates; other methods are not numpy's (and
+# bzip2/lzma decompress without a bound per read).
+_NPZ_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def inspect_npz(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's shape and dtype from a .npz file's headers, without reading the data:
+    enough to refuse a file that is not a .npz, is cut short or is too large."""
+    return _npz(path, _headers)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz file. Whatever is wrong with the file (not a zip, truncated,
+    garbage, pickled objects, too large) is a ConfigError naming it, never another error."""
+    return _npz(path, _arrays)
+
+
+def _npz(path: Path, read: Callable[[Path, zipfile.ZipFile], _T]) -> _T:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ConfigError(f"{path}: not a readable .npz data set ({exc})") from exc
-    names = [str(i["name"]) for i in inputs]
+        with zipfile.ZipFile(path) as archive:
+            return read(path, archive)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the file is the user's: any way it fails to parse is theirs
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
+        raise ConfigError(
+            f"{path}: not a readable .npz file ({reason}); write it with numpy.savez"
+        ) from None
+
+
+def _headers(path: Path, archive: zipfile.ZipFile) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    members = archive.infolist()
+    if sum(member.file_size for member in members) > MAX_NPZ_BYTES:
+        raise ConfigError(
+            f"{path}: holds more than {MAX_NPZ_BYTES // 1024**3} GiB of arrays; every device"
+            " loads the whole data set, so use fewer samples"
+        )
+    headers = {}
+    for member in members:
+        if not member.filename.endswith(".npy") or member.compress_type not in _NPZ_METHODS:
+            raise ConfigError(
+                f"{path}: {member.filename[:60]!r} is not an array as numpy.savez writes them"
+                " (a .npy, stored or deflated)"
+            )
+        with archive.open(member) as stream:
+            version = np.lib.format.read_magic(stream)
+            header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = header(stream)
+            offset = stream.tell()
+        if math.prod(shape) * dtype.itemsize > member.file_size - offset:
+            raise ConfigError(
+                f"{path}: array {member.filename[:-4]!r} is cut short (its header declares"
+                f" {list(shape)} {dtype}); write the file again"
+            )
+        headers[member.filename[:-4]] = (tuple(shape), dtype)
+    return headers
+
+
+def _arrays(path: Path, archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name in _headers(path, archive):
+        with archive.open(f"{name}.npy") as stream:
+            arrays[name] = np.lib.format.read_array(stream, allow_pickle=False)
+    return arrays
+
+
+def load_samples(path: Path, inputs: Sequence[InputSpec]) -> Samples:
+    """Read `path` and check it fits `inputs` (a model card's inputs: name, shape, dtype)."""
+    arrays = load_npz(path)
+    names = [i["name"] for i in inputs]
     positions = None
+    label_key = "labels"
     if len(names) == 1 and "inputs" in arrays:
         feeds = {names[0]: arrays["inputs"]}
     elif len(names) == 1 and "tokens" in arrays and "lengths" in arrays:
-        feeds = {names[0]: arrays["tokens"]}
-        positions = arrays["lengths"].astype(np.int64) - 1
+        tokens, lengths = arrays["tokens"], arrays["lengths"]
+        if not (tokens.ndim == 2 and lengths.ndim == 1 and _whole(tokens) and _whole(lengths)):
+            raise ConfigError(
+                f"{path}: 'tokens' must be whole numbers shaped [prompts, tokens] and 'lengths'"
+                " whole numbers shaped [prompts]"
+            )
+        feeds = {names[0]: tokens}
+        positions = lengths.astype(np.int64) - 1
         if "next_token" in arrays:
-            arrays["labels"] = arrays["next_token"]
+            arrays["labels"], label_key = arrays["next_token"], "next_token"
     elif all(name in arrays for name in names):
         feeds = {name: arrays[name] for name in names}
     else:
@@ -51,14 +132,16 @@ def load_samples(path: Path, inputs: Sequence[Mapping[str, Any]]) -> Samples:
         )
     count = -1
     for spec in inputs:
-        name = str(spec["name"])
+        name = spec["name"]
         feeds[name] = _fit(path, name, feeds[name], spec)
+        if feeds[name].ndim == 0:
+            raise ConfigError(f"{path}: {name!r} needs the samples on its first axis")
         if count not in (-1, len(feeds[name])):
             raise ConfigError(f"{path}: the input arrays hold different numbers of samples")
         count = len(feeds[name])
     labels = arrays.get("labels")
-    if labels is not None and len(labels) != count:
-        raise ConfigError(f"{path}: 'labels' has {len(labels)} entries for {count} samples")
+    if labels is not None:
+        _check_labels(path, label_key, labels, count)
     if count == 0:
         raise ConfigError(f"{path}: the data set has no samples")
     if positions is not None and (
@@ -70,7 +153,28 @@ def load_samples(path: Path, inputs: Sequence[Mapping[str, Any]]) -> Samples:
     return Samples(feeds, labels, count, positions)
 
 
-def _fit(path: Path, name: str, array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+def _whole(array: np.ndarray) -> bool:
+    return array.dtype.kind in "iu"
+
+
+def _check_labels(path: Path, key: str, labels: np.ndarray, count: int) -> None:
+    """Labels are class ids: a negative or fractional one can never match a prediction, so
+    it would count silently as a wrong answer."""
+    if labels.ndim != 1 or not _whole(labels):
+        raise ConfigError(
+            f"{path}: {key!r} must be class ids, whole numbers shaped [samples]; it holds"
+            f" {labels.dtype} shaped {list(labels.shape)}"
+        )
+    if len(labels) != count:
+        raise ConfigError(f"{path}: {key!r} has {len(labels)} entries for {count} samples")
+    if len(labels) and labels.min() < 0:
+        row = int(np.argmin(labels))
+        raise ConfigError(
+            f"{path}: {key!r} must be class ids of 0 or more; entry {row} is {labels[row]}"
+        )
+
+
+def _fit(path: Path, name: str, array: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Check one array against one model input; cast to its dtype where that loses nothing."""
     shape = list(spec["shape"])
     wanted = np.dtype(spec["dtype"])

@@ -16,6 +16,7 @@ import numpy as np
 
 from fleet.artifacts.artifact import Artifact
 from fleet.artifacts.cache import sha256_file
+from fleet.artifacts.card import Fidelity, ModelCard
 from fleet.artifacts.converter_env import last_lines
 from fleet.artifacts.data import Samples, batches, load_samples
 from fleet.errors import ConfigError, FleetError
@@ -32,9 +33,9 @@ class FidelityBudgetError(FleetError):
         self.variant = variant
 
 
-def fidelity(reference: Artifact, candidate: Artifact, dataset: Path) -> dict[str, Any]:
+def fidelity(reference: Artifact, candidate: Artifact, dataset: Path) -> Fidelity:
     """Compare `candidate` to `reference` on the samples in `dataset` (.npz)."""
-    samples = load_samples(dataset, reference.card["inputs"])
+    samples = load_samples(dataset, reference.card.inputs)
     ref = _predict(reference, samples)
     got = _predict(candidate, samples)
     count = min(len(ref), len(got))  # a fixed batch size may have left the tail out
@@ -50,7 +51,7 @@ def fidelity(reference: Artifact, candidate: Artifact, dataset: Path) -> dict[st
     norms = np.linalg.norm(flat_ref, axis=1) * np.linalg.norm(flat_got, axis=1)
     cosine = np.einsum("ij,ij->i", flat_ref, flat_got) / np.maximum(norms, 1e-30)
     ref_top1, got_top1 = ref.argmax(axis=-1), got.argmax(axis=-1)
-    result: dict[str, Any] = {
+    result: Fidelity = {
         "method": METHOD,
         "dataset": dataset.name,
         "dataset_sha256": sha256_file(dataset),
@@ -76,14 +77,14 @@ def fidelity(reference: Artifact, candidate: Artifact, dataset: Path) -> dict[st
     return result
 
 
-def check_fidelity_budget(card: Mapping[str, Any], max_drop_pp: float) -> None:
+def check_fidelity_budget(card: ModelCard, max_drop_pp: float) -> None:
     """Refuse a variant whose conversion lost more than `max_drop_pp` points of accuracy.
 
     Without labels the disagreement with FP32 stands in for the drop: it bounds it from above.
     """
-    variant = str(card.get("variant", card.get("format", "model")))
-    measured = card.get("fidelity")
-    if not isinstance(measured, Mapping):
+    variant = card.variant or card.format
+    measured = card.fidelity
+    if measured is None:
         raise ConfigError(
             f"{variant}: no fidelity in its model card; convert it with a data set to check"
             " the accuracy_drop_pp budget"
@@ -91,12 +92,12 @@ def check_fidelity_budget(card: Mapping[str, Any], max_drop_pp: float) -> None:
     drop = measured.get("accuracy_drop_pp")
     what = "accuracy drop"
     if drop is None:
-        drop = 100.0 * (1.0 - float(measured["agreement_top1"]))
+        drop = 100.0 * (1.0 - measured["agreement_top1"])
         what = "top-1 disagreement with FP32 (no labels)"
     if drop > max_drop_pp:
         raise FidelityBudgetError(
             variant,
-            f"{variant} of {card.get('source', 'the model')}: {what} {drop:.2f} pp on"
+            f"{variant} of {card.source or 'the model'}: {what} {drop:.2f} pp on"
             f" {measured['dataset']} exceeds the budget accuracy_drop_pp {max_drop_pp:g};"
             " use another variant or raise the budget",
         )
@@ -104,7 +105,7 @@ def check_fidelity_budget(card: Mapping[str, Any], max_drop_pp: float) -> None:
 
 def _predict(artifact: Artifact, samples: Samples) -> np.ndarray:
     """The first output for every sample (fewer if a fixed batch size leaves a tail)."""
-    inputs = artifact.card["inputs"]
+    inputs = artifact.card.inputs
     missing = [i["name"] for i in inputs if i["name"] not in samples.feeds]
     if missing:
         raise ConfigError(f"{artifact.path}: inputs {missing} are not in the data set")
@@ -134,7 +135,7 @@ def _tflite_runner(artifact: Artifact) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(artifact.path))
-    first = artifact.card["outputs"][0]["name"]
+    first = artifact.card.outputs[0]["name"]
     if interpreter.get_signature_list():  # names as in ONNX; resizes to each batch itself
         runner = interpreter.get_signature_runner()
         return lambda feeds: runner(**feeds)[first]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 from fleet.artifacts.converter_env import CONVERTER_VERSION, converter_python, last_lines
 from fleet.artifacts.data import Samples
 from fleet.errors import ConversionError
+from fleet_agent.protocol import InputSpec
 
 # Output file suffix -> variant spec it becomes.
 OUTPUTS = {
@@ -63,7 +64,7 @@ def options(calibrated: bool) -> dict[str, Any]:
 
 def convert(
     source: Path,
-    inputs: Sequence[Mapping[str, Any]],
+    inputs: Sequence[InputSpec],
     calibration: Samples | None,
     workdir: Path,
     describe: str,
@@ -79,7 +80,7 @@ def convert(
         "CUDA_VISIBLE_DEVICES": "-1",
         "TF_CPP_MIN_LOG_LEVEL": "1",
     }
-    names = [str(i["name"]) for i in inputs]
+    names = [i["name"] for i in inputs]
     # onnx2tf simplifies its input file in place: give it a copy, never the source or a
     # cached artifact (whose name is its sha256).
     staged = workdir / source.name

@@ -1,11 +1,17 @@
 """The `fleet` command: parse, call one library function, print.
 
+A command imports the heavy parts of the library it calls (numpy, onnx, paramiko,
+influxdb_client, PyYAML come with them) inside its function, so that `fleet --help` loads
+little more than click: well under the 0.3 s target (bench/cli_startup.py, docs/benchmarks.md;
+tests/test_cli_startup.py keeps them out).
+
 Every expected failure (FleetError) is one red line and exit 2; anything else is a bug:
 its traceback goes to a debug log and the user gets a pointer to it (exit 3).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from typing import Any
@@ -13,20 +19,24 @@ from typing import Any
 import click
 
 from fleet import __version__, paths
-from fleet.config import Config
-from fleet.errors import FleetError
+from fleet.errors import FleetError, Terminated
+
+
+def _terminate(number: int, frame: object) -> None:
+    raise Terminated
 
 
 class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
         except FleetError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             click.secho("interrupted; every result received so far is in the store", err=True)
-            sys.exit(130)
+            sys.exit(exc.exit_code if isinstance(exc, Terminated) else 130)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:
@@ -40,11 +50,6 @@ class _Main(click.Group):
                 err=True,
             )
             sys.exit(3)
-
-
-def show_warnings(config: Config) -> None:
-    for warning in config.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 @click.group(cls=_Main)

@@ -9,10 +9,20 @@ from typing import Any
 
 import click
 
-from fleet.artifacts import KNOWN, convert_all, parse_list, read_card
-from fleet.report import format_table
+from fleet.results.tables import format_table
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+class _VariantsOption(click.Option):
+    """`--to`, whose help lists the known variants: fleet.artifacts loads numpy, so it is
+    imported only when this help is shown, not whenever the CLI starts."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from fleet.artifacts.variant import KNOWN
+
+        self.help = f"Comma-separated variants; known: {', '.join(KNOWN)}."
+        return super().get_help_record(ctx)
 
 
 @click.command()
@@ -20,9 +30,9 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option(
     "--to",
     "variants",
+    cls=_VariantsOption,
     default="onnx:fp16,onnx:int8,tflite:fp32,tflite:fp16,tflite:int8",
     show_default=True,
-    help=f"Comma-separated variants; known: {', '.join(KNOWN)}.",
 )
 @click.option(
     "--calibration",
@@ -36,16 +46,18 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 def convert(source: Path, variants: str, calibration: Path | None, dataset: Path | None) -> None:
     """Convert SOURCE (.onnx) to each variant; converted files are cached by content."""
+    from fleet.artifacts import convert_all, parse_list
+
     artifacts = convert_all(source, parse_list(variants), calibration=calibration, dataset=dataset)
     columns = ["variant", "size_mb", "params", "sha256", "agreement", "drop_pp", "path"]
     rows = []
     for artifact in artifacts:
-        fidelity: Mapping[str, Any] = artifact.card.get("fidelity", {})
+        fidelity: Mapping[str, Any] = artifact.card.fidelity or {}
         rows.append(
             [
                 str(artifact.variant),
-                f"{artifact.card['model_size_mb']:.3f}",
-                str(artifact.card["params"]),
+                f"{artifact.card.model_size_mb:.3f}",
+                str(artifact.card.params),
                 artifact.sha256[:12],
                 _number(fidelity.get("agreement_top1"), "{:.2%}"),
                 _number(fidelity.get("accuracy_drop_pp"), "{:+.2f}"),
@@ -65,7 +77,9 @@ def model() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def card(file: Path, as_json: bool) -> None:
     """Print the model card of FILE (.onnx or .tflite; a cached artifact shows its stored card)."""
-    data = read_card(file)
+    from fleet.artifacts import read_card
+
+    data = read_card(file).to_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from fleet import lab as lab_lib
-
 
 @click.group()
 def lab() -> None:
@@ -35,6 +33,8 @@ _DIR = click.option(
 @_DIR
 def up(count: int, pythons: tuple[str, ...], folder: Path) -> None:
     """Start COUNT devices and write DIR/inventory.yaml (group `lab`) and DIR/known_hosts."""
+    from fleet import lab as lab_lib
+
     devices = lab_lib.up(folder, count, list(pythons) or None)
     for d in devices:
         memory = f"{d.memory_mb} MB" if d.memory_mb else "no cap (no writable cgroup)"
@@ -46,6 +46,8 @@ def up(count: int, pythons: tuple[str, ...], folder: Path) -> None:
 @_DIR
 def down(folder: Path) -> None:
     """Stop every device of the lab and everything they started."""
+    from fleet import lab as lab_lib
+
     names = lab_lib.down(folder)
     click.echo(f"stopped {', '.join(names) or 'nothing'}")
 
@@ -54,6 +56,8 @@ def down(folder: Path) -> None:
 @_DIR
 def status(folder: Path) -> None:
     """Show the lab's devices and whether each accepts SSH connections."""
+    from fleet import lab as lab_lib
+
     for d, alive in lab_lib.status(folder):
         state = click.style("up", fg="green") if alive else click.style("down", fg="red")
         click.echo(f"{d.name}  {d.address}:{d.port}  cpu {d.cpus}  {state}")

@@ -7,26 +7,10 @@ from pathlib import Path
 
 import click
 
-from fleet import paths
-from fleet.cli import show_warnings
-from fleet.config import load_config
+from fleet.cli.options import config_option, open_config, open_store, store_option
 from fleet.results.compare import compare_table, run_table, runs_table
 from fleet.results.export import FORMATS, export
-from fleet.results.influx import push_pending
 from fleet.results.record import TAG_KEYS
-from fleet.results.store import Store
-
-store_option = click.option(
-    "--store",
-    "store_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="SQLite results store (default: $FLEET_HOME/results.sqlite, XDG).",
-)
-
-
-def _store(path: Path | None) -> Store:
-    return Store(path or paths.default_store())
 
 
 @click.group()
@@ -38,7 +22,7 @@ def results() -> None:
 @store_option
 def list_runs(store_path: Path | None) -> None:
     """The runs in the store, oldest first."""
-    click.echo(runs_table(_store(store_path)))
+    click.echo(runs_table(open_store(store_path)))
 
 
 @results.command()
@@ -46,7 +30,7 @@ def list_runs(store_path: Path | None) -> None:
 @store_option
 def show(run_id: str | None, store_path: Path | None) -> None:
     """The results of RUN_ID (a unique prefix will do; default: the latest run)."""
-    click.echo(run_table(_store(store_path), run_id))
+    click.echo(run_table(open_store(store_path), run_id))
 
 
 @results.command()
@@ -59,23 +43,18 @@ def compare(
     by: str, model: str | None, metric: str, run_id: str | None, store_path: Path | None
 ) -> None:
     """One row per model variant, one column per device (or other tag)."""
-    click.echo(compare_table(_store(store_path), by, model, metric, run_id))
+    click.echo(compare_table(open_store(store_path), by, model, metric, run_id))
 
 
 @results.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="fleet.toml (default: ./fleet.toml, then FLEET_INFLUX_* variables).",
-)
+@config_option
 @store_option
 def push(config_path: Path | None, store_path: Path | None) -> None:
     """Send every result InfluxDB has not accepted yet; exit 2 if some could not be sent."""
-    config = load_config(config_path)
-    show_warnings(config)
-    report = push_pending(_store(store_path), config.require_influx())
+    from fleet.results.influx import push_pending
+
+    config = open_config(config_path)
+    report = push_pending(open_store(store_path), config.require_influx())
     counts, *problems = report.lines()
     click.echo(counts)
     for line in problems:
@@ -96,7 +75,7 @@ def push(config_path: Path | None, store_path: Path | None) -> None:
 @store_option
 def export_run(fmt: str, run_id: str | None, output: Path | None, store_path: Path | None) -> None:
     """One run as JSON (every record), CSV (one row per case) or JUnit XML (for CI)."""
-    text = export(_store(store_path), fmt, run_id)
+    text = export(open_store(store_path), fmt, run_id)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from fleet import paths
-from fleet.cli import show_warnings
-from fleet.config import load_config
-from fleet.inventory import load_inventory
-from fleet.plan import describe, make_plan
-from fleet.report import results_table
-from fleet.results.store import Store
-from fleet.runner import run_suite
-from fleet.suite import load_suite
+from fleet.cli.options import config_option, open_config, open_store, store_option
+from fleet.results.tables import results_table
 
 
 @click.command()
@@ -24,32 +16,21 @@ from fleet.suite import load_suite
 @click.option(
     "--inventory",
     type=click.Path(path_type=Path),
-    default=os.environ.get("FLEET_INVENTORY"),
-    help="Inventory file or folder (default: $FLEET_INVENTORY; without one only `local`).",
+    envvar="FLEET_INVENTORY",
+    show_envvar=True,
+    help="Inventory file or folder (without one, only `local`).",
 )
 @click.option(
     "--devices",
     default=None,
     help="Comma-separated groups, hosts or tags (default: `local`, or `all` with an inventory).",
 )
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="SQLite results store (default: $FLEET_HOME/results.sqlite, XDG).",
-)
+@store_option
 @click.option(
     "--parallel", type=int, default=4, show_default=True, help="Devices run at the same time."
 )
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="fleet.toml with the InfluxDB settings (default: ./fleet.toml, FLEET_INFLUX_* vars).",
-)
+@config_option
 def run(
     suite_file: Path,
     inventory: Path | None,
@@ -61,27 +42,32 @@ def run(
 ) -> None:
     """Run SUITE_FILE on the selected devices; exit 0 when every budget holds, 1 when one
     failed, 2 on a device, agent or configuration error."""
+    from fleet.inventory import load_inventory
+    from fleet.plan import describe, make_plan
+    from fleet.runner import run_suite
+    from fleet.suite import load_suite
+
     suite = load_suite(suite_file)
     inv = load_inventory(inventory)
     selected = inv.select((devices or ("all" if inventory else "local")).split(","))
+    plan = make_plan(suite, selected)
     if plan_only:
-        click.echo("\n".join(describe(make_plan(suite, selected))))
+        click.echo("\n".join(describe(plan)))
         return
-    config = load_config(config_path)
-    show_warnings(config)
-    store = Store(store_path or paths.default_store())
+    config = open_config(config_path)
+    store = open_store(store_path)
 
     def progress(device: str, message: str) -> None:
         click.echo(f"[{device}] {message}", err=True)
 
-    outcome = run_suite(
-        suite, selected, store, parallel=parallel, report=progress, influx=config.influx
-    )
+    outcome = run_suite(plan, store, parallel=parallel, progress=progress)
     click.echo(results_table(outcome.records))
     for _device, error in sorted(outcome.device_errors.items()):
         click.secho(f"error: {error}", fg="red", err=True)
     click.echo(f"run {outcome.run_id}: {len(outcome.results)} result(s) in {store.path}")
-    if outcome.push is not None:  # a failed push leaves results spooled, not the run failed
-        for line in outcome.push.lines():
+    if config.influx is not None:  # a failed push leaves results spooled, not the run failed
+        from fleet.results.influx import push_pending
+
+        for line in push_pending(store, config.influx).lines():
             click.echo(line, err=True)
     sys.exit(outcome.exit_code)

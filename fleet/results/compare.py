@@ -6,36 +6,15 @@ have not been pushed yet.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from fleet.errors import ConfigError
-from fleet.report import format_table, number, results_table
 from fleet.results.record import TAG_KEYS, Record
-from fleet.results.store import RunInfo, Store
+from fleet.results.store import Store
+from fleet.results.tables import format_table, number, results_table, when
 
 # What identifies a model variant on a device, apart from the device itself.
 VARIANT_KEYS = ("model", "format", "precision", "runtime", "provider", "batch", "threads")
-
-
-def when(time_ns: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time_ns / 1e9))
-
-
-def find_run(store: Store, run_id: str | None) -> RunInfo:
-    """The run named by its id or a unique prefix of it; the latest run when None."""
-    runs = store.runs()
-    if not runs:
-        raise ConfigError(f"{store.path}: no runs yet; `fleet run SUITE` makes one")
-    if run_id is None:
-        return runs[-1]
-    matches = [r for r in runs if r.run_id.startswith(run_id)]
-    if len(matches) != 1:
-        problem = "no run" if not matches else f"{len(matches)} runs"
-        raise ConfigError(
-            f"{store.path}: {problem} matching {run_id!r}; `fleet results list` shows the run ids"
-        )
-    return matches[0]
 
 
 def runs_table(store: Store) -> str:
@@ -46,7 +25,7 @@ def runs_table(store: Store) -> str:
             ",".join(run.devices),
             when(run.started_ns),
             str(run.results),
-            "running" if run.exit_code is None else str(run.exit_code),
+            _exit(run.exit_code),
         ]
         for run in store.runs()
     ]
@@ -54,9 +33,17 @@ def runs_table(store: Store) -> str:
     return format_table(columns, rows, f"runs in {store.path}")
 
 
+# Exit codes of a run stopped by a signal; the run ended, but not by itself.
+_STOPPED = {130: "130 interrupted (Ctrl-C)", 143: "143 interrupted (SIGTERM)"}
+
+
+def _exit(code: int | None) -> str:
+    return "running" if code is None else _STOPPED.get(code, str(code))
+
+
 def run_table(store: Store, run_id: str | None) -> str:
     """The table `fleet run` printed at the end of the run, under a title naming the run."""
-    run = find_run(store, run_id)
+    run = store.find_run(run_id)
     title = f"run {run.run_id} ({run.suite}, started {when(run.started_ns)} UTC)"
     return results_table(store.records(run.run_id, "result"), title)
 
@@ -76,7 +63,7 @@ def compare_table(
     if by not in TAG_KEYS:
         raise ConfigError(f"--by {by!r} is not a tag; choose one of {', '.join(TAG_KEYS)}")
     records: Sequence[Record] = store.records(
-        find_run(store, run_id).run_id if run_id else None, "result"
+        store.find_run(run_id).run_id if run_id else None, "result"
     )
     if model is not None:
         records = [r for r in records if r.tags.get("model") == model]

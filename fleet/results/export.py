@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from fleet.errors import ConfigError
-from fleet.results.compare import find_run, when
 from fleet.results.record import FINDINGS, TAG_KEYS, Record
 from fleet.results.store import RunInfo, Store
+from fleet.results.tables import when
 
 # Shown in a JUnit test case's output, in this order, when present.
 HEADLINE = ("latency_ms_p50", "latency_ms_p95", "throughput_ips", "peak_rss_mb", "accuracy_top1")
@@ -22,7 +22,7 @@ def export(store: Store, fmt: str, run_id: str | None = None) -> str:
     """The run `run_id` (a unique prefix will do; default: the latest) in format `fmt`."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    run = find_run(store, run_id)
+    run = store.find_run(run_id)
     return FORMATS[fmt](run, store.records(run.run_id))
 
 
@@ -110,7 +110,8 @@ def _junit_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
         ET.SubElement(case, "failure", type=r.status, message=message or r.status)
         return "failures"
     if r.status != "ok":
-        ET.SubElement(case, "error", type=r.status, message=message or r.status)
+        kind = str(r.fields.get("error_kind", r.status))  # a failed device says what failed
+        ET.SubElement(case, "error", type=kind, message=message or kind)
         return "errors"
     if r.fields.get("passed") is False:
         budgets = str(r.fields.get("budget_failures", "")) or "a budget was not met"

@@ -7,13 +7,18 @@ ready strings: encoding costs more than the server's whole ingest of a point
 
 from __future__ import annotations
 
-from influxdb_client.client.write.point import Point
-from influxdb_client.domain.write_precision import WritePrecision
+from typing import TYPE_CHECKING
 
 from fleet.results.record import Record
 
-# influxdb-client declares its precision constants as plain strings.
-PRECISION: WritePrecision = WritePrecision.MS  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from influxdb_client.client.write.point import Point
+    from influxdb_client.domain.write_precision import WritePrecision
+
+# WritePrecision.MS, which influxdb-client declares as a plain string. Spelled out because
+# importing influxdb_client takes most of a second and every command that opens the store
+# imports this module: `to_point` imports it when a line is first encoded.
+PRECISION: WritePrecision = "ms"  # type: ignore[assignment]
 
 
 def to_point(record: Record) -> Point:
@@ -21,6 +26,8 @@ def to_point(record: Record) -> Point:
 
     A name is a tag or a field, never both: a field that repeats a tag's name is left out.
     """
+    from influxdb_client.client.write.point import Point
+
     fields = record.fields
     if fields.keys() & record.tags.keys():
         fields = {name: value for name, value in fields.items() if name not in record.tags}

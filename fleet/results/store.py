@@ -157,6 +157,22 @@ class Store:
             for row in rows
         ]
 
+    def find_run(self, run_id: str | None) -> RunInfo:
+        """The run named by its id or a unique prefix of it; the latest run when None."""
+        runs = self.runs()
+        if not runs:
+            raise ConfigError(f"{self.path}: no runs yet; `fleet run SUITE` makes one")
+        if run_id is None:
+            return runs[-1]
+        matches = [r for r in runs if r.run_id.startswith(run_id)]
+        if len(matches) != 1:
+            problem = "no run" if not matches else f"{len(matches)} runs"
+            raise ConfigError(
+                f"{self.path}: {problem} matching {run_id!r};"
+                " `fleet results list` shows the run ids"
+            )
+        return matches[0]
+
 
 def row_to_record(row: tuple[str, int, str, str]) -> Record:
     measurement, time_ns, tags, fields = row

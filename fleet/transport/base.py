@@ -57,7 +57,9 @@ class Process:
             except queue.Empty:
                 self.kill()
                 raise DeviceError(
-                    self.device, f"no output for {idle_timeout:g} s from {self.argv[0]}; stopped it"
+                    self.device,
+                    f"no output for {idle_timeout:g} s from {self.argv[0]}; stopped it",
+                    "timeout",
                 ) from None
             if item is _EOF:
                 return
@@ -90,6 +92,10 @@ class Transport(ABC):
 
     @abstractmethod
     def get(self, remote: str, local: Path) -> None: ...
+
+    def alive(self) -> bool:
+        """Whether the connection to the device still stands."""
+        return True
 
     def close(self) -> None:  # noqa: B027 - most transports hold nothing to release
         pass

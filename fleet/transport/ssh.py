@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import getpass
 import hashlib
 import os
@@ -20,6 +21,7 @@ from fleet.inventory import Device
 from fleet.transport.base import Process, Transport
 
 CONNECT_TIMEOUT_S = 10.0
+KEEPALIVE_S = 10.0
 
 
 def _known_hosts(device: Device) -> Path:
@@ -71,7 +73,10 @@ def _device_errors(device: str, what: str) -> Iterator[None]:
     try:
         yield
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise DeviceError(device, f"{what} failed: {exc or type(exc).__name__}") from exc
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise DeviceError(device, f"no space left on the device: {what}", "disk_full") from exc
+        kind = "connection_lost"
+        raise DeviceError(device, f"{what} failed: {exc or type(exc).__name__}", kind) from exc
 
 
 class SSHTransport(Transport):
@@ -91,6 +96,7 @@ class SSHTransport(Transport):
                     device.name,
                     f"SSH key {key_file} not found; fix ansible_ssh_private_key_file"
                     f" ({device.source}) or IdentityFile in ~/.ssh/config",
+                    "unreachable",
                 )
         known_hosts = _known_hosts(device)
         self.client = paramiko.SSHClient()
@@ -102,6 +108,11 @@ class SSHTransport(Transport):
         except BaseException:
             self.client.close()  # paramiko keeps its transport thread and socket otherwise
             raise
+        # As ServerAliveInterval: keeps idle NAT and firewall state open and finds a broken
+        # TCP connection; a hung device is found by the agent's missing heartbeat.
+        transport = self.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(int(KEEPALIVE_S))
         self._sftp: paramiko.SFTPClient | None = None
 
     def _connect(self, key_files: list[str] | None, known_hosts: Path) -> None:
@@ -132,15 +143,17 @@ class SSHTransport(Transport):
                     device.name,
                     f"SSH login as {self.user}@{self.hostname}:{self.port} refused ({exc});"
                     " check ansible_user and ansible_ssh_private_key_file",
+                    "unreachable",
                 ) from None
             raise DeviceError(
-                device.name, f"SSH to {self.hostname}:{self.port} failed: {exc}"
+                device.name, f"SSH to {self.hostname}:{self.port} failed: {exc}", "unreachable"
             ) from None
         except (TimeoutError, OSError) as exc:
             raise DeviceError(
                 device.name,
                 f"cannot reach {self.hostname}:{self.port} ({exc.strerror or exc});"
                 " is the device on and its sshd running?",
+                "unreachable",
             ) from None
 
     @property
@@ -152,10 +165,18 @@ class SSHTransport(Transport):
 
     def run(self, argv: Sequence[str], stdin: bytes = b"") -> Process:
         transport = self.client.get_transport()
-        if transport is None:
-            raise DeviceError(self.device.name, "SSH connection closed")
+        if transport is None or not transport.is_active():
+            raise DeviceError(self.device.name, "SSH connection closed", "connection_lost")
         with _device_errors(self.device.name, f"running {argv[0]}"):
-            channel = transport.open_session()
+            try:
+                channel = transport.open_session(timeout=CONNECT_TIMEOUT_S)
+            except paramiko.SSHException:
+                # paramiko's "No existing session": the device stopped answering.
+                raise DeviceError(
+                    self.device.name,
+                    f"no SSH session within {CONNECT_TIMEOUT_S:g} s: the device stopped answering",
+                    "timeout",
+                ) from None
             channel.exec_command(shlex.join(argv))  # the one place argv becomes a shell string
             if stdin:
                 channel.sendall(stdin)
@@ -191,6 +212,10 @@ class SSHTransport(Transport):
     def get(self, remote: str, local: Path) -> None:
         with _device_errors(self.device.name, f"fetching {remote}"):
             self.sftp.get(remote, str(local))
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
 
     def close(self) -> None:
         self.client.close()

@@ -1,7 +1,9 @@
 """Import numpy and every runtime the playbook installed; print each one's version.
 
-Run by provision.yml with the venv's python; the arguments are the pip requirements it
-installed. Exits 1 naming what does not import. Python 3.8+, standard library only.
+Run by the role (tasks/venv.yml) with the venv's python, from a folder on the device where
+the role has put it beside the agent's own table of runtime packages
+(agents/fleet_agent/distributions.py); the arguments are the pip requirements it installed.
+Exits 1 naming what does not import. Python 3.8+, standard library only.
 """
 
 import importlib
@@ -9,13 +11,10 @@ import os
 import re
 import sys
 
-# What the agent imports (agents/fleet_agent/runtimes.py), by pip distribution name.
-MODULES = {
-    "numpy": "numpy",
-    "ai_edge_litert": "ai_edge_litert",
-    "tflite_runtime": "tflite_runtime",
-    "tensorflow": "tensorflow",
-}
+from distributions import DISTRIBUTIONS  # the agent's table, copied beside this script
+
+# Distribution, as pip normalizes its name -> the module it installs.
+MODULES = {name: module for module, names in DISTRIBUTIONS.items() for name in names}
 
 
 def module_name(requirement):
@@ -23,10 +22,9 @@ def module_name(requirement):
     the agent uses it; None for anything else."""
     name = os.path.basename(requirement)
     if name.endswith(".whl"):
-        name = name.split("-")[0]
-    name = re.split(r"[<>=!~;\[ @]", name)[0].lower().replace("-", "_")
-    # onnxruntime-gpu, onnxruntime-openvino, ... all install the module onnxruntime.
-    return "onnxruntime" if name.startswith("onnxruntime") else MODULES.get(name)
+        name = name.split("-")[0]  # a wheel's file name spells its distribution with "_"
+    name = re.split(r"[<>=!~;\[ @]", name)[0]
+    return MODULES.get(re.sub(r"[-_.]+", "-", name).lower())
 
 
 def main(requirements):

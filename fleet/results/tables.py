@@ -1,7 +1,8 @@
-"""Plain-text tables for the terminal: the one renderer, and the results table of a run."""
+"""Plain-text tables for the terminal: the one renderer, its cells, and the results table."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from fleet.results.record import Record
@@ -33,6 +34,11 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return cell in ("", "-")
     return True
+
+
+def when(time_ns: int) -> str:
+    """A record's or a run's time as a cell: UTC, to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time_ns / 1e9))
 
 
 def number(record: Record, name: str, fmt: str = ".3f") -> str:

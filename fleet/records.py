@@ -1,0 +1,161 @@
+"""Records from what a device sends: pure functions of the agent's events and the plan.
+
+The runner calls these as events arrive and stores each record at once; tests call them
+directly (no lab needed) to build the records a run would store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fleet.artifacts import Artifact
+from fleet.inventory import Device
+from fleet.plan import Case
+from fleet.results.record import Record, make_record
+from fleet.suite import check_budgets
+from fleet_agent import protocol
+
+
+@dataclass
+class DeviceContext:
+    """What every record of one device in one run carries; filled in as the agent talks."""
+
+    suite: str
+    run_id: str
+    device: Device
+    agent_version: str = ""
+    facts: Mapping[str, protocol.Fact] = field(default_factory=dict)
+    # FP32 accuracy per model on this device: the other variants' accuracy drop is against it.
+    reference_accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def tags(ctx: DeviceContext, case: Case | None = None) -> dict[str, str]:
+    """The device's tags, and the case's when there is one (what the suite asked for)."""
+    found = {
+        "suite": ctx.suite,
+        "device": ctx.device.name,
+        "device_class": ctx.device.device_class,
+        "arch": str(ctx.facts.get("arch", "unknown")),
+        "os": str(ctx.facts.get("os", "unknown")),
+    }
+    if case is not None:
+        found.update(
+            model=case.model.name,
+            format=case.variant.format,
+            precision=case.variant.precision,
+            runtime=case.runtime,
+            provider=case.settings["provider"],
+            batch=str(case.settings["batch"]),
+            threads=str(case.settings["threads"]),
+        )
+    return found
+
+
+def device_record(ctx: DeviceContext) -> Record:
+    """The device's facts in this run (sysinfo)."""
+    fields: dict[str, object] = {"run_id": ctx.run_id, "status": "ok"}
+    for key, value in ctx.facts.items():
+        # "unavailable" is left out: a field must keep one type across devices and runs;
+        # arch and os are tags already.
+        if key in ("arch", "os") or value is None or value == "unavailable":
+            continue
+        fields[key] = value
+    return make_record("device", tags(ctx), fields)
+
+
+def _artifact_fields(ctx: DeviceContext, artifact: Artifact) -> dict[str, object]:
+    return {
+        "run_id": ctx.run_id,
+        "model_sha256": artifact.sha256,
+        "agent_version": ctx.agent_version,
+        "model_size_mb": artifact.card.model_size_mb,
+        "params": artifact.card.params,
+    }
+
+
+def refused_record(ctx: DeviceContext, case: Case, artifact: Artifact, reason: str) -> Record:
+    """A variant whose conversion lost more than its budget: decided before device time."""
+    fields = _artifact_fields(ctx, artifact)
+    fields.update(status="refused", message=reason, passed=False)
+    return make_record("result", tags(ctx, case), fields)
+
+
+def error_record(
+    ctx: DeviceContext, case: Case, artifact: Artifact, event: protocol.CaseError
+) -> Record:
+    """A case the agent could not measure; a skipped case (no runtime here) judges nothing."""
+    fields = _artifact_fields(ctx, artifact)
+    fields.update(status=event["kind"], message=event["message"])
+    if event["kind"] != "skipped":
+        fields["passed"] = False
+    return make_record("result", tags(ctx, case), fields)
+
+
+def failed_record(
+    ctx: DeviceContext, case: Case, artifact: Artifact, kind: str, message: str
+) -> Record:
+    """A case its device never finished: unreachable, connection lost, hung, interrupted..."""
+    fields = _artifact_fields(ctx, artifact)
+    fields.update(status="error", error_kind=kind, message=message, passed=False)
+    return make_record("result", tags(ctx, case), fields)
+
+
+def result_record(
+    ctx: DeviceContext, case: Case, artifact: Artifact, event: protocol.Result
+) -> Record:
+    """A measured case, judged against its budgets. The reference variant's accuracy is
+    remembered in ``ctx`` for the variants after it (the plan puts it first)."""
+    fields = _artifact_fields(ctx, artifact)
+    measured = {k: v for k, v in event["fields"].items() if _finite(v)}
+    fields.update(measured, status="ok")
+    accuracy = measured.get("accuracy_top1")
+    if case.is_reference and isinstance(accuracy, float):
+        ctx.reference_accuracy[case.model.name] = accuracy
+    elif isinstance(accuracy, float) and case.model.name in ctx.reference_accuracy:
+        fields["accuracy_drop_pp"] = (ctx.reference_accuracy[case.model.name] - accuracy) * 100
+    broken = check_budgets(fields, case.budgets)
+    fields.update(passed=not broken, budget_failures="; ".join(broken))
+    # The runtime and provider that actually ran (a provider can fall back).
+    return make_record("result", {**tags(ctx, case), **event["tags"]}, fields)
+
+
+def generation_records(result: Record, entries: Sequence[protocol.GenerationEntry]) -> list[Record]:
+    """A decoder's figures, one record per context length: the result's tags plus the length."""
+    kept = ("run_id", "model_sha256", "agent_version", "runtime_version", "valid", "status")
+    base = {k: result.fields[k] for k in kept if k in result.fields}
+    records = []
+    for entry in entries:
+        length = str(int(entry["context_tokens"]))
+        # context_tokens is a tag: the same name as a field would clash in InfluxDB.
+        values: Mapping[str, float] = entry  # type: ignore[assignment]  # every value a float
+        figures = {k: v for k, v in values.items() if k != "context_tokens" and _finite(v)}
+        tags_ = {**result.tags, "context_tokens": length}
+        records.append(make_record("generation", tags_, {**base, **figures}))
+    return records
+
+
+def run_record(
+    suite: str,
+    run_id: str,
+    devices: Sequence[str],
+    results: int,
+    failed: int,
+    exit_code: int,
+    duration_s: float,
+) -> Record:
+    """The run's summary, for the run list and the dashboards' annotations."""
+    fields = {
+        "run_id": run_id,
+        "exit_code": exit_code,
+        "results": results,
+        "failed": failed,
+        "devices": ",".join(devices),
+        "duration_s": duration_s,
+    }
+    return make_record("run", {"suite": suite}, fields)
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
