@@ -315,8 +315,8 @@ def _secret(
         file = str((where.path or Path()).parent / Path(file).expanduser())
     else:
         return None
-    value = _read_secret(Path(file).expanduser(), f"{origin}: cannot read the {name} file {file}")
-    _check_header_text(value, f"{origin}: the InfluxDB {name} in {file}")
+    value = _read_secret(Path(file).expanduser(), f"{origin}: cannot read the {name} file {file!r}")
+    _check_header_text(value, f"{origin}: the InfluxDB {name} in {file!r}")
     return Secret(value)
 
 
@@ -326,8 +326,9 @@ def _read_secret(file: Path, cannot: str) -> str:
     try:
         with file.open("rb") as handle:
             data = handle.read(_MAX_SECRET_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{cannot} ({exc.strerror or 'cannot open it'}); fix the path") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or "not a path"
+        raise ConfigError(f"{cannot} ({reason}); fix the path") from None
     if len(data) > _MAX_SECRET_BYTES:
         raise ConfigError(f"{cannot} (larger than {_MAX_SECRET_BYTES // 1024} KiB); fix the path")
     try:

@@ -108,6 +108,11 @@ class Inventory:
                     f"{', '.join(sorted(self.devices))}; tags: {', '.join(self.tags()) or '-'}"
                 )
             chosen.update((device.name, device) for device in matches)
+        if not chosen:  # only empty selectors, as `--devices ,` gives: that runs nothing
+            raise ConfigError(
+                f"no device selected by {','.join(selectors)!r}; give groups, hosts or tags"
+                " separated by commas"
+            )
         return list(chosen.values())
 
 

@@ -159,6 +159,8 @@ def read_text(path: Path) -> str:
             data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"{str(path)!r}: cannot read (not a path)") from None
     if len(data) > MAX_BYTES:
         raise ConfigError(
             f"{path}: larger than {MAX_BYTES // 2**20} MiB; a configuration file is a few"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from jobs import make_case, settings
 
 from fleet_agent import aggregate, stats
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo"
 
 
 def rep(samples, provider="cpu", **fields):
@@ -27,11 +32,19 @@ def rep(samples, provider="cpu", **fields):
         "tags": {"runtime": "onnxruntime", "provider": provider},
         "fields": base,
         "samples_ms": list(samples),
+        "generation": [],
     }
 
 
-def case(**settings):
-    return {"batch": 4, "threads": 1, "settings": settings}
+def case(**overrides):
+    return make_case("m", ZOO / "digits_mlp.onnx", settings=settings(batch=4, **overrides))
+
+
+def combine(reps, thermal, case):
+    """(tags, fields, generation) of the result event ``aggregate.combine`` makes."""
+    result = aggregate.combine(reps, thermal, case)
+    assert result["event"] == "result" and result["case"] == case["id"]
+    return result["tags"], result["fields"], result["generation"]
 
 
 STEADY = [1.0, 1.01, 0.99, 1.02, 0.98] * 50  # 250 samples, CV about 1.5 %
@@ -43,7 +56,7 @@ def test_three_steady_repetitions_make_one_valid_result():
         rep(STEADY, load_ms=10.0, peak_rss_mb=75.0, peak_delta_mb=24.0),
         rep(STEADY, load_ms=12.0, cpu_wait_frac=0.03),
     ]
-    tags, fields, generation = aggregate.combine(reps, {"throttled": False}, case())
+    tags, fields, generation = combine(reps, {"throttled": False}, case())
     assert tags == {"runtime": "onnxruntime", "provider": "cpu"}
     assert generation == []
     assert fields["valid"] is True and fields["invalid_reasons"] == ""
@@ -62,48 +75,46 @@ def test_three_steady_repetitions_make_one_valid_result():
 
 def test_repetitions_that_disagree_are_invalid():
     reps = [rep(STEADY), rep([s * 1.2 for s in STEADY]), rep(STEADY)]
-    _, fields, _ = aggregate.combine(reps, {"throttled": False}, case(drift_max=1.0))
+    _, fields, _ = combine(reps, {"throttled": False}, case(drift_max=1.0))
     assert fields["valid"] is False
     assert fields["repetition_p50s_ms"] == "1,1.2,1"
     assert fields["repetition_p50_cv"] == pytest.approx(stats.cv([1.0, 1.2, 1.0]))
     assert "repetitions' p50s (1,1.2,1 ms) vary by CV 0.108" in fields["invalid_reasons"]
     # With a looser limit the same figures pass.
-    _, fields, _ = aggregate.combine(
-        reps, {"throttled": False}, case(drift_max=1.0, repetition_cv_max=0.2)
-    )
+    _, fields, _ = combine(reps, {"throttled": False}, case(drift_max=1.0, repetition_cv_max=0.2))
     assert fields["valid"] is True
 
 
 def test_a_device_that_heats_up_drifts_across_repetitions():
     reps = [rep(STEADY), rep([s * 1.1 for s in STEADY]), rep([s * 1.3 for s in STEADY])]
-    _, fields, _ = aggregate.combine(reps, {"throttled": False}, case(repetition_cv_max=1))
+    _, fields, _ = combine(reps, {"throttled": False}, case(repetition_cv_max=1))
     assert fields["latency_drift"] == pytest.approx(0.3)
     assert fields["invalid_reasons"].startswith("median drifted +30.0%")
 
 
 def test_cpu_wait_makes_a_cpu_run_invalid_but_not_a_gpu_run():
     waited = [rep(STEADY, cpu_wait_frac=0.5)] + [rep(STEADY)] * 2
-    _, fields, _ = aggregate.combine(waited, {"throttled": False}, case())
+    _, fields, _ = combine(waited, {"throttled": False}, case())
     assert fields["valid"] is False
     assert fields["invalid_reasons"] == (
         "the worker waited 50% of the timed phase for a CPU (limit 10%): another process on"
         " its cores, or more threads (1) than cores"
     )
     on_gpu = [rep(STEADY, provider="cuda", cpu_wait_frac=0.5)] * 3
-    _, fields, _ = aggregate.combine(on_gpu, {"throttled": False}, case())
+    _, fields, _ = combine(on_gpu, {"throttled": False}, case())
     assert fields["valid"] is True and fields["cpu_wait_frac"] == 0.5
 
 
 def test_throttling_and_temperatures_come_from_the_watch():
     watched = {"throttled": True, "temp_start_c": 50.0, "temp_max_c": 71.5, "temp_end_c": 70.0}
-    _, fields, _ = aggregate.combine([rep(STEADY)] * 3, watched, case())
+    _, fields, _ = combine([rep(STEADY)] * 3, watched, case())
     assert fields["temp_max_c"] == 71.5 and fields["throttled"] is True
     assert fields["invalid_reasons"] == "the device throttled during the run"
 
 
 def test_an_unsettled_warmup_and_too_few_samples_are_reasons():
     reps = [rep(STEADY[:100], warmup_stable=False)]
-    _, fields, _ = aggregate.combine(reps, {"throttled": False}, case())
+    _, fields, _ = combine(reps, {"throttled": False}, case())
     assert fields["warmup_stable"] is False
     assert fields["invalid_reasons"] == (
         "the warm-up did not settle (median of the last ten runs still moving); "
@@ -113,7 +124,7 @@ def test_an_unsettled_warmup_and_too_few_samples_are_reasons():
 
 def test_noise_within_the_samples_is_invalid():
     noisy = [1.0, 3.0] * 125
-    _, fields, _ = aggregate.combine([rep(noisy)] * 3, {"throttled": False}, case())
+    _, fields, _ = combine([rep(noisy)] * 3, {"throttled": False}, case())
     trimmed = stats.latency_stats(noisy * 3)["latency_cv_trimmed"]
     assert fields["invalid_reasons"] == f"latency CV {trimmed:.3f} is above the limit 0.500"
 
@@ -131,7 +142,7 @@ def test_generation_figures_are_the_median_over_repetitions():
         ]
 
     reps = [dict(rep(STEADY), generation=entries(t)) for t in (1.0, 4.0, 2.5)]
-    _, _, generation = aggregate.combine(reps, {"throttled": False}, case())
+    _, _, generation = combine(reps, {"throttled": False}, case())
     assert generation == [
         {
             "context_tokens": 32.0,

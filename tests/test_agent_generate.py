@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import make_case, settings
 
 from fleet_agent import accuracy, generate, runtimes
 
@@ -16,7 +17,7 @@ PROMPTS = ZOO / "tiny_gpt_prompts.npz"
 
 @pytest.fixture(scope="module")
 def session() -> runtimes.Session:
-    return runtimes.open_session("onnxruntime", str(GPT), "cpu", 1, {})
+    return runtimes.open_session("onnxruntime", str(GPT), settings())
 
 
 def test_the_decoder_knows_its_window_and_vocabulary(session):
@@ -38,7 +39,7 @@ def test_next_logits_read_the_last_real_position(session):
 
 def test_figures_per_context_length(session):
     entries = generate.measure(
-        session, {"context_tokens": [16, 128], "decode_tokens": 4, "generation_runs": 3}
+        session, settings(context_tokens=[16, 128], decode_tokens=4, generation_runs=3)
     )
     assert [e["context_tokens"] for e in entries] == [16.0, 128.0]
     for entry in entries:
@@ -60,19 +61,20 @@ def test_figures_per_context_length(session):
 
 def test_a_context_longer_than_the_window_is_refused(session):
     with pytest.raises(generate.GenerateError, match="context_tokens 200 is longer than the"):
-        generate.measure(session, {"context_tokens": [200]})
+        generate.measure(session, settings(context_tokens=[200]))
 
 
 def test_a_model_that_is_not_a_decoder_is_refused():
-    cnn = runtimes.open_session("onnxruntime", str(ZOO / "digits_cnn.onnx"), "cpu", 1, {})
+    cnn = runtimes.open_session("onnxruntime", str(ZOO / "digits_cnn.onnx"), settings())
     with pytest.raises(generate.GenerateError, match=r"one input of token ids \[1, T\]"):
         generate.Decoder(cnn)
 
 
 def test_next_token_accuracy_on_the_prompt_set(session, tmp_path):
-    fields = accuracy.evaluate(
-        session, {"dataset": str(PROMPTS), "save_outputs": str(tmp_path / "ref.npy")}
+    case = make_case(
+        "gpt", GPT, dataset=str(PROMPTS), save_outputs=str(tmp_path / "ref.npy"), task="generate"
     )
+    fields = accuracy.evaluate(session, case)
     assert fields["accuracy_samples"] == 32.0
     # The zoo measures 0.4862 over every position; the last positions alone are 32 samples.
     assert 0.25 < fields["accuracy_top1"] <= fields["accuracy_top5"] <= 1.0

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import make_case, settings
 
 from fleet import paths
 from fleet.artifacts import Variant, convert
 from fleet.artifacts.converter_env import converter_python
-from fleet_agent import accuracy, runtimes, sysinfo
+from fleet_agent import accuracy, protocol, runtimes, sysinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo"
@@ -59,15 +60,19 @@ def int8_io_tflite() -> Path:
 
 def load(path: Path, provider: str = "cpu", threads: int = 1, **options) -> runtimes.Session:
     runtime = "litert" if path.suffix == ".tflite" else "onnxruntime"
-    return runtimes.open_session(runtime, str(path), provider, threads, options)
+    return runtimes.open_session(
+        runtime, str(path), settings(provider=provider, threads=threads, **options)
+    )
 
 
-def case(path: Path, tmp_path: Path, reference: Path | None = None) -> dict[str, object]:
-    return {
-        "dataset": str(CNN_TEST),
-        "save_outputs": str(tmp_path / "out.npy") if reference is None else None,
-        "reference": str(reference) if reference else None,
-    }
+def case(path: Path, tmp_path: Path, reference: Path | None = None) -> protocol.Case:
+    return make_case(
+        path.stem,
+        path,
+        dataset=str(CNN_TEST),
+        save_outputs=str(tmp_path / "out.npy") if reference is None else None,
+        reference=str(reference) if reference else None,
+    )
 
 
 # ---------------------------------------------------------------- ONNX Runtime
@@ -149,7 +154,7 @@ def test_accuracy_refuses_a_reference_of_another_shape(tmp_path):
 def test_accuracy_needs_a_known_data_set_layout(tmp_path):
     np.savez(tmp_path / "odd.npz", pictures=np.zeros((2, 64), np.float32))
     with pytest.raises(ValueError, match="has pictures; it needs 'inputs'"):
-        accuracy.evaluate(load(CNN), {"dataset": str(tmp_path / "odd.npz")})
+        accuracy.evaluate(load(CNN), make_case("odd", CNN, dataset=str(tmp_path / "odd.npz")))
 
 
 # ---------------------------------------------------------------- LiteRT

@@ -214,7 +214,7 @@ SECRET = "s3cr3t-MARKER"
         (
             {"FLEET_INFLUX_TOKEN_FILE": "big"},
             {"big": SECRET * 10_000},
-            "cannot read the token file big (larger than 64 KiB)",
+            "cannot read the token file 'big' (larger than 64 KiB)",
         ),
         ({"FLEET_INFLUX_USER": f"{SECRET}\n"}, {}, "FLEET_INFLUX_USER (environment) must be one"),
         ({"FLEET_INFLUX_USER": f"{SECRET}ß€"}, {}, "the InfluxDB user has a character"),

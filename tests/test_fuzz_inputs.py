@@ -44,7 +44,7 @@ PROMPTS = ROOT / "zoo" / "tiny_gpt_prompts.npz"
 
 # The whole module stays under a minute on a 2-core machine: a few hundred cases per loader.
 FUZZ = settings(
-    max_examples=250,
+    max_examples=200,
     deadline=timedelta(seconds=10),  # far above any one load: only a hang exceeds it
     database=None,  # nothing written into the working tree
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -144,14 +144,14 @@ SNIPPETS = [
 def mutated(draw: st.DrawFn, document: Any) -> str:
     """`document` as YAML, then maybe cut short or with a nasty fragment spliced in."""
     text = yaml.safe_dump(document, allow_unicode=draw(st.booleans()))
-    how = draw(st.sampled_from(["as is", "truncated", "spliced", "duplicated line"]))
+    how = draw(st.sampled_from(["as is", "as is", "as is", "truncated", "spliced", "duplicated"]))
     if how == "truncated":
         return text[: draw(st.integers(0, len(text)))]
     lines = text.splitlines()
     at = draw(st.integers(0, len(lines)))
     if how == "spliced":
         lines.insert(at, draw(st.sampled_from(SNIPPETS) | st.text(max_size=30)))
-    elif how == "duplicated line" and lines:
+    elif how == "duplicated" and lines:
         lines.insert(at, lines[min(at, len(lines) - 1)])
     return "\n".join(lines) + "\n"
 
@@ -167,34 +167,47 @@ def bomb(levels: int) -> str:
 # --- suites ---------------------------------------------------------------------------------
 
 
+# Settings near their valid ranges, so most cases reach the checks past the first error.
+settings_values = st.one_of(
+    st.integers(-2, 2000),
+    st.floats(-1, 1e5),
+    st.sampled_from(["cpu", "cuda", "gpu", "builtin", "all", "fast", "", "/lib/d.so"]),
+    st.lists(st.integers(-1, 200), max_size=3),
+    values,
+)
+
+
 @st.composite
 def suites(draw: st.DrawFn) -> str:
-    def maybe(strategy: st.SearchStrategy[Any]) -> Any:
-        return draw(strategy | values)
+    def mostly(strategy: st.SearchStrategy[Any], other: st.SearchStrategy[Any] = values) -> Any:
+        """Usually from `strategy`, sometimes anything at all."""
+        return draw(other if draw(st.sampled_from(range(8))) == 7 else strategy)
 
     model: dict[str, Any] = {
-        "name": maybe(st.sampled_from(["m", "digits_mlp", "a.b-c_d"])),
-        "path": maybe(st.sampled_from([str(MODEL), "nope.onnx", ".", "", str(ROOT / "zoo")])),
+        "name": mostly(st.sampled_from(["m", "digits_mlp", "a.b-c_d"])),
+        "path": mostly(st.sampled_from([str(MODEL), str(MODEL), "nope.onnx", ".", ""])),
     }
     if draw(st.booleans()):
-        model["variants"] = maybe(st.lists(st.sampled_from([*KNOWN, "onnx:int3", "x"]), max_size=3))
+        model["variants"] = mostly(st.lists(st.sampled_from([*KNOWN, "onnx:int3"]), max_size=3))
     if draw(st.booleans()):
-        model["dataset"] = maybe(st.sampled_from([str(DATASET), str(MODEL), str(ROOT)]))
+        model["dataset"] = mostly(st.sampled_from([str(DATASET), str(MODEL), str(ROOT)]))
     for key in draw(st.lists(st.sampled_from([*DECLARED_KEYS, "budgets", "bogus"]), max_size=2)):
-        model[key] = draw(values)
+        model[key] = mostly(st.sampled_from(["cnn", "decoder", 3]))
     measure_keys = st.sampled_from([*sorted(MEASURE_DEFAULTS), "bogus"])
-    measure = draw(st.dictionaries(measure_keys, values, max_size=4))
+    measure = draw(st.dictionaries(measure_keys, settings_values, max_size=4))
+    budgets = st.dictionaries(st.sampled_from([*sorted(BUDGETS), "p95"]), settings_values)
     suite: dict[str, Any] = {
-        "name": maybe(st.sampled_from(["s", "night-1.2"])),
-        "models": draw(st.sampled_from([[model], [model, model], model, []])),
+        "name": mostly(st.sampled_from(["s", "night-1.2"])),
+        "models": mostly(st.just([model]), st.sampled_from([[model, model], model, []])),
         "measure": measure,
-        "budgets": draw(st.dictionaries(st.sampled_from([*sorted(BUDGETS), "p95"]), values)),
+        "budgets": draw(budgets),
     }
     if draw(st.booleans()):
         classes = st.sampled_from([*DEVICE_CLASSES, "toaster"])
-        suite["classes"] = draw(
-            st.dictionaries(classes, st.fixed_dictionaries({"measure": st.just(measure)}) | values)
+        override = st.fixed_dictionaries(
+            {}, optional={"measure": st.just(measure), "budgets": budgets}
         )
+        suite["classes"] = draw(st.dictionaries(classes, st.one_of(override, override, values)))
     return draw(mutated(suite))
 
 
@@ -248,7 +261,7 @@ def inventories(draw: st.DrawFn) -> str:
     top = draw(group)
     if draw(st.booleans()):
         top["children"] = draw(children)
-    document = draw(st.sampled_from([{"all": top}, top, [top]]))
+    document = draw(st.sampled_from([{"all": top}, {"all": top}, top, [top]]))
     return draw(mutated(document))
 
 
@@ -269,6 +282,7 @@ toml_values = st.one_of(
     st.sampled_from(['"http://h:8086"', '"https://[::1]:8086/"', '"ftp://x"', '"http://u:p@h"']),
     st.text(max_size=10),
 )
+SECRET_FILE = "<secret file>"
 TOML_KEYS = ["url", "dialect", "database", "user", "token", "token_file", "batch_size", "gzip"]
 
 
@@ -280,6 +294,8 @@ def configs(draw: st.DrawFn) -> tuple[str, dict[str, str], bytes]:
     text = "\n".join([section, *lines]) + draw(st.sampled_from(["\n", "", "\n[" * 40]))
     variables = [f"FLEET_INFLUX_{n}" for n in ["URL", "USER", "TOKEN", "PASSWORD", "DB", "GZIP"]]
     env = draw(st.dictionaries(st.sampled_from([*variables, "FLEET_INFLUX_TOKEN_FILE"]), st.text()))
+    if draw(st.booleans()):
+        env["FLEET_INFLUX_TOKEN_FILE"] = SECRET_FILE  # the test writes random bytes there
     if draw(st.booleans()):
         env["FLEET_INFLUX_URL"] = "https://influx.example:8086"
     return text, env, draw(st.binary(max_size=64))
@@ -294,7 +310,7 @@ def test_generated_configs_load_or_are_refused_in_one_line(
     path = folder / "fleet.toml"
     path.write_text(text, encoding="utf-8")
     (folder / "secret").write_bytes(secret_file)
-    if "FLEET_INFLUX_TOKEN_FILE" in env:
+    if env.get("FLEET_INFLUX_TOKEN_FILE") == SECRET_FILE:
         env["FLEET_INFLUX_TOKEN_FILE"] = str(folder / "secret")
     loads_or_refuses(lambda: load_config(path, env=env))
 
@@ -331,9 +347,9 @@ def data_files(draw: st.DrawFn) -> bytes:
         return valid + draw(st.binary(min_size=1, max_size=100))
     keys = st.sampled_from(["inputs", "labels", "tokens", "lengths", "next_token", "x", "a/b"])
     arrays = {
-        key: np.asarray(
-            draw(st.lists(st.integers(-5, 300), max_size=12)), dtype=draw(st.sampled_from(DTYPES))
-        ).reshape(draw(st.sampled_from([(-1,), (-1, 1), (1, -1)])))
+        key: np.asarray(draw(st.lists(st.integers(-5, 300), max_size=12)), dtype=np.int64)
+        .astype(draw(st.sampled_from(DTYPES)))
+        .reshape(draw(st.sampled_from([(-1,), (-1, 1), (1, -1)])))
         for key in draw(st.lists(keys, min_size=1, max_size=4, unique=True))
     }
     return npz_bytes(draw(st.booleans()), **arrays)
@@ -413,6 +429,7 @@ def fleet(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
             r"suite.yaml:3: dataset .*garbage.npz: not a readable .npz file",
         ),
     ],
+    ids=["yaml-bomb", "deep-nesting", "traversal-name", "garbage-dataset"],
 )
 def test_bad_suites_are_exit_2_with_one_line(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04 truncated")

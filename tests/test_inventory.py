@@ -132,12 +132,15 @@ def test_unreadable_text_is_a_config_error(tmp_path: Path, raw: bytes, message: 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("all:\n  hosts:\n    h: {ansible_port: true}\n", r":3: ansible_port of 'h' must be a port"),
+        (
+            "all:\n  hosts:\n    h: {ansible_port: true}\n",
+            r":3: ansible_port of 'h' must be a port",
+        ),
         ("all:\n  hosts:\n    h: {ansible_port: 70000}\n", r"from 1 to 65535, not 70000"),
         ("all:\n  hosts:\n    h: {ansible_user: [root]}\n", r":3: ansible_user must be a login"),
         ("all:\n  hosts:\n    h: {ansible_user: 'a b'}\n", r"ansible_user must be a login name"),
         ("all:\n  hosts:\n    h: {ansible_host: '-oProxyCommand=x'}\n", r"ansible_host must"),
-        ("all:\n  hosts:\n    h: {fleet_python: \"a\\nb\"}\n", r":3: fleet_python must be a path"),
+        ('all:\n  hosts:\n    h: {fleet_python: "a\\nb"}\n', r":3: fleet_python must be a path"),
         ("all:\n  hosts:\n    h: {fleet_workdir: ''}\n", r":3: fleet_workdir must be a path"),
         ("all:\n  hosts:\n    h: {fleet_tags: ['a,b']}\n", r":3: tag 'a,b' of 'h' must be"),
         ("all:\n  hosts:\n    h: {fleet_class: [pi]}\n", r":3: fleet_class \['pi'\] of 'h'"),
@@ -194,3 +197,10 @@ def test_an_oversized_inventory_is_refused_before_parsing(tmp_path: Path) -> Non
     path.write_text("all:\n  hosts:\n" + "#" * (2 * 1024 * 1024) + "\n")
     with pytest.raises(ConfigError, match=r"inventory.yaml: larger than 1 MiB"):
         load_inventory(path)
+
+
+@pytest.mark.parametrize("selectors", [[""], ["", " "]])
+def test_selecting_nothing_is_an_error_not_an_empty_run(selectors: list[str]) -> None:
+    """Issue 12, defect 9: `--devices ,` ran 0 devices and exited 0."""
+    with pytest.raises(ConfigError, match="no device selected by"):
+        load_inventory(ROOT / "inventory" / "example.yaml").select(selectors)

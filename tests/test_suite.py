@@ -8,7 +8,8 @@ from fleet.artifacts.variant import Variant
 from fleet.errors import ConfigError
 from fleet.inventory import load_inventory
 from fleet.plan import make_plan
-from fleet.suite import check_budgets, load_suite
+from fleet.suite import GRAPH_LEVELS, check_budgets, load_suite
+from fleet_agent.runtimes import _ORT_LEVELS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "zoo" / "digits_mlp.onnx"
@@ -144,7 +145,7 @@ def test_bad_suite_names_file_line_and_expectation(tmp_path: Path, text: str, me
             "name: s\nmodels:\n  - {name: ../../../../tmp/x, path: MODEL}\n",
             r"suite.yaml:3: a model name must be 1-64 letters, digits.*not '../../../../tmp/x'",
         ),
-        ("name: s\nmodels:\n  - {name: \"a'b\", path: MODEL}\n", r"suite.yaml:3: a model name"),
+        ('name: s\nmodels:\n  - {name: "a\'b", path: MODEL}\n', r"suite.yaml:3: a model name"),
         ("name: 'my suite'\nmodels:\n  - {name: m, path: MODEL}\n", r"suite.yaml:1: the suite"),
         # Numbers out of range, of the wrong kind, or not numbers at all.
         ("name: s\nmeasure: {threads: 1.0e+20}\nmodels:\n  - {name: m, path: MODEL}\n", "threads"),
@@ -215,10 +216,6 @@ def test_a_delegate_provider_with_its_library_is_accepted(tmp_path: Path) -> Non
 
 
 def test_graph_levels_are_the_agents() -> None:
-    from fleet_agent.runtimes import _ORT_LEVELS
-
-    from fleet.suite import GRAPH_LEVELS
-
     assert set(GRAPH_LEVELS) == set(_ORT_LEVELS)
 
 

@@ -8,7 +8,7 @@ the figures are the runtime's and not the agent's (see bench/agent_overhead.py).
 import math
 import os
 import time
-from typing import Any, Callable, List, NamedTuple
+from typing import Any, Callable, List, NamedTuple, Tuple
 
 from fleet_agent import stats
 from fleet_agent.protocol import Settings
@@ -29,13 +29,11 @@ class Timed(NamedTuple):
     cpu_wait_frac: float
 
 
-def warmup(run: Callable[[Any], Any], feed: Any, settings: Settings) -> Warmup:
-    """At least ``warmup_iterations`` runs and ``warmup_seconds``, then on until the median of
-    the last ten runs is within 5 % of the ten before (GPU clocks and caches take a while),
-    but no longer than a quarter of ``max_seconds`` (or four times ``warmup_seconds``)."""
-    min_runs = settings["warmup_iterations"]
-    min_s = settings["warmup_seconds"]
-    limit_s = max(min_s * 4, settings["max_seconds"] / 4)
+def _runs(
+    run: Callable[[Any], Any], feed: Any, enough: Callable[[List[float], float], bool]
+) -> Tuple[List[float], float]:
+    """Latencies in ms of ``run(feed)``, until ``enough(samples, elapsed_s)``; and the
+    elapsed seconds. Nothing but the call sits between the two clock reads."""
     samples: List[float] = []
     clock = time.perf_counter_ns
     start = clock()
@@ -45,11 +43,25 @@ def warmup(run: Callable[[Any], Any], feed: Any, settings: Settings) -> Warmup:
         t1 = clock()
         samples.append((t1 - t0) / 1e6)
         elapsed = (t1 - start) / 1e9
-        if len(samples) >= min_runs and elapsed >= min_s:
-            if stats.is_stable(samples, tol=0.05):
-                return Warmup(len(samples), elapsed, True)
-            if elapsed >= limit_s:
-                return Warmup(len(samples), elapsed, False)
+        if enough(samples, elapsed):
+            return samples, elapsed
+
+
+def warmup(run: Callable[[Any], Any], feed: Any, settings: Settings) -> Warmup:
+    """At least ``warmup_iterations`` runs and ``warmup_seconds``, then on until the median of
+    the last ten runs is within 5 % of the ten before (GPU clocks and caches take a while),
+    but no longer than a quarter of ``max_seconds`` (or four times ``warmup_seconds``)."""
+    min_runs = settings["warmup_iterations"]
+    min_s = settings["warmup_seconds"]
+    limit_s = max(min_s * 4, settings["max_seconds"] / 4)
+
+    def enough(samples: List[float], elapsed: float) -> bool:
+        if len(samples) < min_runs or elapsed < min_s:
+            return False
+        return elapsed >= limit_s or stats.is_stable(samples, tol=0.05)
+
+    samples, elapsed = _runs(run, feed, enough)
+    return Warmup(len(samples), elapsed, stats.is_stable(samples, tol=0.05))
 
 
 def target_iterations(settings: Settings) -> int:
@@ -70,18 +82,12 @@ def timed(run: Callable[[Any], Any], feed: Any, settings: Settings) -> Timed:
     target = target_iterations(settings)
     min_s = settings["min_seconds"]
     max_s = settings["max_seconds"]
-    samples: List[float] = []
-    clock = time.perf_counter_ns
+
+    def enough(samples: List[float], elapsed: float) -> bool:
+        return (len(samples) >= target and elapsed >= min_s) or elapsed >= max_s
+
     cpu_start = time.process_time_ns()
-    start = clock()
-    while True:
-        t0 = clock()
-        run(feed)
-        t1 = clock()
-        samples.append((t1 - t0) / 1e6)
-        elapsed = (t1 - start) / 1e9
-        if (len(samples) >= target and elapsed >= min_s) or elapsed >= max_s:
-            break
+    samples, elapsed = _runs(run, feed, enough)
     cpu_s = (time.process_time_ns() - cpu_start) / 1e9
     wall_s = max(elapsed, 1e-9)
     wait = 1.0 - cpu_s / (wall_s * usable_threads(settings["threads"]))
