@@ -33,7 +33,8 @@ class DeviceError(FleetError):
 
 # What went wrong with a device, as its failed cases record it.
 DEVICE_ERROR_KINDS = (
-    "unreachable",  # no connection, or the login was refused
+    "unreachable",  # no connection
+    "login",  # the device answered but refused the login (or the key file is missing)
     "host_key",  # unknown or changed host key
     "connection_lost",  # the connection broke mid-run
     "agent_lost",  # the agent died (a signal, or a Python without numpy / a runtime)

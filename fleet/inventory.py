@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,14 @@ def _path(hvars: Mapping[str, Any], key: str, where: str) -> str | None:
         f"{where}: {key} must be a path (text without control characters),"
         f" not {yamlfile.show(value)}"
     )
+
+
+def share(devices: Sequence[Device], k: int, n: int) -> list[Device]:
+    """The K-th of N shares of `devices` (`--shard K/N`), so that N controllers (a CI
+    matrix, one timer per site) split one selection. A device's share depends on its name
+    alone: it stays in the same share whatever else the inventory holds."""
+    return [d for d in devices if _share_of(d.name, n) == k - 1]
+
+
+def _share_of(name: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % n

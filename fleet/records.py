@@ -136,6 +136,13 @@ def generation_records(result: Record, entries: Sequence[protocol.GenerationEntr
     return records
 
 
+def retry_record(ctx: DeviceContext, kind: str, message: str) -> Record:
+    """A device attempt that failed before any case began, and was tried again (or waited
+    for, when busy): the run went on, but the dashboards should see a flaky device."""
+    fields = {"run_id": ctx.run_id, "error_kind": kind, "message": message}
+    return make_record("retry", tags(ctx), fields)
+
+
 def run_record(
     suite: str,
     run_id: str,

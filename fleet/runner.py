@@ -21,6 +21,7 @@ from fleet.agent_build import AgentApp, build_agent
 from fleet.artifacts import Artifact, FidelityBudgetError, check_fidelity_budget, convert
 from fleet.errors import DeviceError, FleetError, Terminated
 from fleet.job import DeviceJob, build_job
+from fleet.patience import BUSY_POLL_S, DEFAULT_PATIENCE, RETRIED, Patience
 from fleet.plan import Case, DevicePlan, Key, Plan
 from fleet.results.record import ERRORS, FINDINGS, Record
 from fleet.results.store import Store
@@ -79,10 +80,16 @@ def new_run_id() -> str:
 
 
 def run_suite(
-    plan: Plan, store: Store, *, parallel: int = 4, progress: Progress = _quiet
+    plan: Plan,
+    store: Store,
+    *,
+    parallel: int | None = None,
+    patience: Patience = DEFAULT_PATIENCE,
+    progress: Progress = _quiet,
 ) -> RunOutcome:
-    """Run the plan; every record is in the store before this returns or raises. Sending
-    the results on to InfluxDB is the caller's choice (`fleet.results.influx.push_pending`)."""
+    """Run the plan on every device at once (at most `parallel` at a time); every record is
+    in the store before this returns or raises. Sending the results on to InfluxDB is the
+    caller's choice (`fleet.results.influx.push_pending`)."""
     started = time.monotonic()
     outcome = RunOutcome(new_run_id())
     artifacts, refused = prepare_artifacts(plan, progress)
@@ -90,10 +97,12 @@ def run_suite(
     names = [dp.device.name for dp in plan.devices]
     store.start_run(outcome.run_id, plan.suite.name, names)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        workers = max(1, min(parallel or len(plan.devices), len(plan.devices)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
                 pool.submit(
                     DeviceRun(plan.suite.name, dp, artifacts, refused, agent, store, outcome).run,
+                    patience,
                     progress,
                 ): dp.device.name
                 for dp in plan.devices
@@ -174,11 +183,12 @@ class DeviceRun:
         self.outcome = outcome
         self.ctx = records.DeviceContext(suite, outcome.run_id, plan.device)
         self.finished: set[str] = set()  # ids of the cases with a record
+        self.started = False  # a case began: from here on nothing is retried
         self.agent_path = f"{self.device.workdir}/{agent.name}"
 
-    def run(self, progress: Progress) -> None:
+    def run(self, patience: Patience, progress: Progress) -> None:
         try:
-            self.attempt(progress)
+            self.persist(patience, progress)
         except FleetError as exc:
             # A failed device is data: each case it did not finish is stored, with why.
             kind = exc.kind if isinstance(exc, DeviceError) else "error"
@@ -195,6 +205,31 @@ class DeviceRun:
                 if reason is not None:
                     artifact = self.artifacts[case.key]
                     self.keep(records.refused_record(self.ctx, case, artifact, reason))
+
+    def persist(self, patience: Patience, progress: Progress) -> None:
+        """Attempts until one gets through: a transient failure before any case started is
+        retried with backoff, a busy device waited for; each retry is said and stored."""
+        name, tries, waited = self.device.name, 0, 0.0
+        while True:
+            try:
+                return self.attempt(progress)
+            except DeviceError as exc:
+                kind = exc.kind
+                if self.started or self.outcome.stopped is not None:
+                    raise  # a measurement is never silently run again
+                if exc.kind == "busy" and waited < patience.wait_s:
+                    pause = min(BUSY_POLL_S, patience.wait_s - waited)
+                    waited += pause
+                    note = f"{exc}; waited {waited:g} of {patience.wait_s:g} s (--wait)"
+                elif exc.kind in RETRIED and tries < patience.retries:
+                    tries += 1
+                    pause = 2.0 ** (tries - 1)
+                    note = f"{exc}; retry {tries} of {patience.retries} in {pause:g} s"
+                else:
+                    raise
+            progress(name, note)
+            self.keep(records.retry_record(self.ctx, kind, note))
+            time.sleep(pause)
 
     def attempt(self, progress: Progress) -> None:
         name = self.device.name
@@ -280,6 +315,7 @@ class DeviceRun:
             self.ctx.facts = event["facts"]
             self.keep(records.device_record(self.ctx))
         elif event["event"] == "case_start":
+            self.started = True
             progress(name, f"{event['case']} started")
         elif event["event"] == "progress":
             progress(

@@ -37,9 +37,10 @@ def slow_suite(folder: Path, seconds: float = 30.0) -> Path:
     return path
 
 
-def start_run(lab: Path, store: Path, device: str = "lab1") -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "fleet", "run", str(slow_suite(store.parent))]
-    argv += ["--inventory", str(lab / "inventory.yaml"), "--devices", device, "--store", str(store)]
+def start_run(lab: Path, store: Path, *extra: str, seconds: float = 30.0) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "fleet", "run", str(slow_suite(store.parent, seconds))]
+    argv += ["--inventory", str(lab / "inventory.yaml"), "--devices", "lab1"]
+    argv += ["--store", str(store), *extra]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -62,10 +63,12 @@ def lab1(lab: Path) -> lab_lib.LabDevice:
     return next(d for d in lab_lib.load(lab) if d.name == "lab1")
 
 
-def mid_case(lab: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], Path, str]:
+def mid_case(
+    lab: Path, tmp_path: Path, seconds: float = 30.0
+) -> tuple[subprocess.Popen[str], Path, str]:
     """A run started on lab1, returned once its worker is timing the case."""
     store = tmp_path / "results.sqlite"
-    proc = start_run(lab, store)
+    proc = start_run(lab, store, seconds=seconds)
     workdir = lab1(lab).workdir
     wait_for(lambda: device_pids(workdir, "worker"), 120, "the worker to start")
     return proc, store, workdir
@@ -123,9 +126,7 @@ def test_a_killed_worker_fails_its_case_only(lab: Path, tmp_path: Path) -> None:
     assert_device_clean(workdir)
 
 
-def test_a_hung_agent_is_declared_hung_after_its_heartbeats_stop(
-    lab: Path, tmp_path: Path
-) -> None:
+def test_a_hung_agent_is_declared_hung_after_its_heartbeats_stop(lab: Path, tmp_path: Path) -> None:
     proc, store_path, workdir = mid_case(lab, tmp_path)
     (agent,) = device_pids(workdir, "serve")
     os.kill(agent, signal.SIGSTOP)  # as a device that hangs: no output, no exit
@@ -144,7 +145,7 @@ def test_a_second_run_on_a_busy_device_is_told_who_holds_it(lab: Path, tmp_path:
     first, _, workdir = mid_case(lab, tmp_path)
     second = tmp_path / "second"
     second.mkdir()
-    proc = start_run(lab, second / "results.sqlite")
+    proc = start_run(lab, second / "results.sqlite", "--wait", "0")
     output, _ = proc.communicate(timeout=120)
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=60)
@@ -152,4 +153,23 @@ def test_a_second_run_on_a_busy_device_is_told_who_holds_it(lab: Path, tmp_path:
     assert "device busy: held by run " in output
     (result,) = Store(second / "results.sqlite").records(measurement="result")
     assert (result.status, result.fields["error_kind"]) == ("error", "busy")
+    assert_device_clean(workdir)
+
+
+def test_a_busy_device_is_waited_for_and_the_wait_is_said_and_stored(
+    lab: Path, tmp_path: Path
+) -> None:
+    first, _, workdir = mid_case(lab, tmp_path, seconds=8.0)
+    second = tmp_path / "second"
+    second.mkdir()
+    proc = start_run(lab, second / "results.sqlite", "--wait", "120", seconds=1.0)
+    output, _ = proc.communicate(timeout=240)
+    first.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "device busy: held by run " in output and "--wait" in output
+    store = Store(second / "results.sqlite")
+    waits = store.records(measurement="retry")
+    assert waits and all(w.fields["error_kind"] == "busy" for w in waits)
+    (result,) = store.records(measurement="result")
+    assert result.status == "ok"
     assert_device_clean(workdir)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import ConfigError
-from fleet.inventory import load_inventory
+from fleet.inventory import Device, load_inventory, share
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,3 +204,13 @@ def test_selecting_nothing_is_an_error_not_an_empty_run(selectors: list[str]) ->
     """Issue 12, defect 9: `--devices ,` ran 0 devices and exited 0."""
     with pytest.raises(ConfigError, match="no device selected by"):
         load_inventory(ROOT / "inventory" / "example.yaml").select(selectors)
+
+
+def test_shards_split_a_selection_and_keep_each_device_in_its_share() -> None:
+    devices = [Device(name=f"pi-{i}", host=f"10.0.0.{i}") for i in range(40)]
+    shares = [share(devices, k, 4) for k in range(1, 5)]
+    assert sorted(d.name for s in shares for d in s) == sorted(d.name for d in devices)
+    assert all(shares)  # 40 names over 4 shares: none empty
+    # A device's share depends on its name only, not on what else is selected.
+    assert share(devices[:7], 2, 4) == [d for d in shares[1] if d in devices[:7]]
+    assert share(devices, 1, 1) == devices

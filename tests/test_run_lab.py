@@ -137,6 +137,9 @@ def test_device_with_stopped_sshd_is_reported_and_others_finish(lab: Path, tmp_p
     assert sorted(r.tags["device"] for r in results if r.status == "ok") == ["lab1", "lab2"]
     (failed,) = [r for r in results if r.tags["device"] == "lab3"]
     assert (failed.status, failed.fields["error_kind"]) == ("error", "unreachable")
+    # Tried again before giving up (--retries, 3 by default), each retry said and stored.
+    retries = [r for r in store.records(measurement="retry") if r.tags["device"] == "lab3"]
+    assert len(retries) == 3 and "retry 3 of 3" in output
     # ... and a JUnit error, not a silence.
     junit = export(store, "junit")
     assert 'errors="1"' in junit and "unreachable" in junit

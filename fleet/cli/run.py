@@ -8,7 +8,21 @@ from pathlib import Path
 import click
 
 from fleet.cli.options import config_option, open_config, open_store, store_option
+from fleet.patience import Patience
 from fleet.results.tables import results_table
+
+
+class _Shard(click.ParamType):  # type: ignore[type-arg]
+    name = "K/N"
+
+    def convert(self, value: str, param: object, ctx: object) -> tuple[int, int]:
+        k, _, n = str(value).partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            self.fail(f"{value!r}: use K/N with 1 <= K <= N, e.g. 2/4")
+        return int(k), int(n)
+
+
+SHARD = _Shard()
 
 
 @click.command()
@@ -27,7 +41,31 @@ from fleet.results.tables import results_table
 )
 @store_option
 @click.option(
-    "--parallel", type=int, default=4, show_default=True, help="Devices run at the same time."
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many devices at a time (default: every selected device at once).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0, max=20),
+    default=Patience.retries,
+    show_default=True,
+    help="Tries again after a connection failure before any case started (1, 2, 4 ... s).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0, max=86_400),
+    default=Patience.wait_s,
+    show_default=True,
+    help="Seconds to wait for a device another run holds.",
+)
+@click.option(
+    "--shard",
+    type=SHARD,
+    default=None,
+    help="K/N: run only the K-th of N shares of the devices (the same device, the same share).",
 )
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
 @config_option
@@ -36,13 +74,16 @@ def run(
     inventory: Path | None,
     devices: str | None,
     store_path: Path | None,
-    parallel: int,
+    parallel: int | None,
+    retries: int,
+    wait_s: float,
+    shard: tuple[int, int] | None,
     plan_only: bool,
     config_path: Path | None,
 ) -> None:
     """Run SUITE_FILE on the selected devices; exit 0 when every budget holds, 1 when one
     failed, 2 on a device, agent or configuration error."""
-    from fleet.inventory import load_inventory
+    from fleet.inventory import load_inventory, share
     from fleet.plan import describe, make_plan
     from fleet.runner import run_suite
     from fleet.suite import load_suite
@@ -50,6 +91,8 @@ def run(
     suite = load_suite(suite_file)
     inv = load_inventory(inventory)
     selected = inv.select((devices or ("all" if inventory else "local")).split(","))
+    if shard is not None:
+        selected = share(selected, *shard)
     plan = make_plan(suite, selected)
     if plan_only:
         click.echo("\n".join(describe(plan)))
@@ -60,7 +103,8 @@ def run(
     def progress(device: str, message: str) -> None:
         click.echo(f"[{device}] {message}", err=True)
 
-    outcome = run_suite(plan, store, parallel=parallel, progress=progress)
+    patience = Patience(retries=retries, wait_s=wait_s)
+    outcome = run_suite(plan, store, parallel=parallel, patience=patience, progress=progress)
     click.echo(results_table(outcome.records))
     for _device, error in sorted(outcome.device_errors.items()):
         click.secho(f"error: {error}", fg="red", err=True)

@@ -96,7 +96,7 @@ class SSHTransport(Transport):
                     device.name,
                     f"SSH key {key_file} not found; fix ansible_ssh_private_key_file"
                     f" ({device.source}) or IdentityFile in ~/.ssh/config",
-                    "unreachable",
+                    "login",
                 )
         known_hosts = _known_hosts(device)
         self.client = paramiko.SSHClient()
@@ -143,7 +143,7 @@ class SSHTransport(Transport):
                     device.name,
                     f"SSH login as {self.user}@{self.hostname}:{self.port} refused ({exc});"
                     " check ansible_user and ansible_ssh_private_key_file",
-                    "unreachable",
+                    "login",
                 ) from None
             raise DeviceError(
                 device.name, f"SSH to {self.hostname}:{self.port} failed: {exc}", "unreachable"
