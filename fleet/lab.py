@@ -203,7 +203,7 @@ def _own_memory_cgroup() -> Path | None:
 
 
 def _wait_listening(address: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a busy machine starts a few hundred sshd slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise FleetError(f"sshd for {address}:{port} exited: {_tail(log)}")

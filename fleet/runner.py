@@ -258,6 +258,8 @@ class DeviceRun:
         stdin = json.dumps(work.job).encode() + b"\n"
         proc = transport.run([self.device.python, self.agent_path, "serve"], stdin=stdin)
         self.outcome.running.append(proc)
+        if self.outcome.stopped is not None:  # stopped while this device connected or pushed
+            proc.kill()
         try:
             done = False
             for line in proc.lines(idle_timeout=SILENCE_S):

@@ -111,9 +111,35 @@ BUDGET_LIMITS: dict[str, tuple[float, float]] = {
     "accuracy_drop_pp": (-100, 100),
 }
 
+# Metrics the regression check watches -> (the minimum effect that applies: `latency_pct`,
+# `memory_pct` or `accuracy_pp`; True when a higher value is worse). Speeds (throughput,
+# tokens/s) are judged with the latency effect: they are its inverse.
+REGRESSION_METRICS: dict[str, tuple[str, bool]] = {
+    "latency_ms_p50": ("latency_pct", True),
+    "latency_ms_p95": ("latency_pct", True),
+    "latency_ms_p99": ("latency_pct", True),
+    "throughput_ips": ("latency_pct", False),
+    "peak_rss_mb": ("memory_pct", True),
+    "peak_delta_mb": ("memory_pct", True),
+    "accuracy_top1": ("accuracy_pp", False),
+    "agreement_top1": ("accuracy_pp", False),
+    "cosine_mean": ("accuracy_pp", False),
+    "ttft_ms": ("latency_pct", True),
+    "decode_tokens_per_s": ("latency_pct", False),
+}
+# `regressions:` number keys -> (low, high, whole number).
+REGRESSION_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "latency_pct": (0, 1000, False),
+    "memory_pct": (0, 1000, False),
+    "accuracy_pp": (0, 100, False),
+    "history": (2, 1000, True),
+    "window": (2, 1000, True),
+}
+_REGRESSION_KEYS = {*REGRESSION_LIMITS, "gate", "metrics"}
+
 DECLARED_KEYS = ("family", "architecture", "base_model", "trained_on", "merged_from")
 _MODEL_KEYS = {"name", "path", "dataset", "calibration", "variants", "budgets", *DECLARED_KEYS}
-_SUITE_KEYS = {"name", "description", "measure", "budgets", "models", "classes"}
+_SUITE_KEYS = {"name", "description", "measure", "budgets", "models", "classes", "regressions"}
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,20 @@ class ClassOverride:
 
 
 @dataclass(frozen=True)
+class Regressions:
+    """How the regression check judges each series (docs/regressions.md): a change must be
+    statistically significant and at least this large to be flagged."""
+
+    latency_pct: float = 5.0  # latency and speed metrics, % of the baseline
+    memory_pct: float = 10.0  # peak RAM and the model's own memory, %
+    accuracy_pp: float = 0.5  # accuracy, agreement, cosine: percentage points
+    history: int = 5  # valid results a series needs before it is judged
+    window: int = 10  # the most recent valid results that form the baseline
+    gate: bool = True  # a regression fails the run (exit 1)
+    metrics: tuple[str, ...] = tuple(REGRESSION_METRICS)
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     path: Path
@@ -142,6 +182,8 @@ class Suite:
     measure: Mapping[str, Any] = field(default_factory=dict)
     budgets: Mapping[str, float] = field(default_factory=dict)
     classes: Mapping[str, ClassOverride] = field(default_factory=dict)
+    # None when the suite has no `regressions:` (the check then uses the defaults, ungated).
+    regressions: Regressions | None = None
 
     def measure_for(self, device_class: str) -> Settings:
         override = self.classes.get(device_class, ClassOverride())
@@ -212,6 +254,7 @@ def load_suite(path: Path) -> Suite:
         measure=_measure(path, data),
         budgets=_budgets(path, data),
         classes=classes,
+        regressions=_regressions(path, data) if "regressions" in data else None,
     )
     _check_providers(path, suite, _mapping(path, data, "measure"), measure_nodes)
     return suite
@@ -434,6 +477,53 @@ def _budgets(path: Path, node: dict[str, Any]) -> dict[str, float]:
                 f" not {yamlfile.show(value)}"
             )
     return {k: float(v) for k, v in budgets.items()}
+
+
+def _regressions(path: Path, node: dict[str, Any]) -> Regressions:
+    rules = _mapping(path, node, "regressions")
+    _no_unknown(path, rules, _REGRESSION_KEYS, "regressions")
+    values: dict[str, Any] = {}
+    for key, (low, high, whole) in REGRESSION_LIMITS.items():
+        if key not in rules:
+            continue
+        if not _in_range(rules[key], low, high, whole):
+            kind = "a whole number" if whole else "a number"
+            raise ConfigError(
+                f"{yamlfile.where(path, rules, key)}: regressions.{key} must be {kind} from"
+                f" {low:g} to {high:g}, not {yamlfile.show(rules[key])}"
+            )
+        values[key] = rules[key] if whole else float(rules[key])
+    if "gate" in rules:
+        if not isinstance(rules["gate"], bool):
+            raise ConfigError(
+                f"{yamlfile.where(path, rules, 'gate')}: regressions.gate must be true or false,"
+                f" not {yamlfile.show(rules['gate'])}"
+            )
+        values["gate"] = rules["gate"]
+    if "metrics" in rules:
+        metrics = rules["metrics"]
+        where = yamlfile.where(path, rules, "metrics")
+        if not isinstance(metrics, list) or not metrics:
+            raise ConfigError(
+                f"{where}: regressions.metrics must be a non-empty list of metrics, such as"
+                f" [latency_ms_p50, peak_rss_mb], not {yamlfile.show(metrics)}"
+            )
+        for metric in metrics:
+            if not isinstance(metric, str) or metric not in REGRESSION_METRICS:
+                raise ConfigError(
+                    f"{where}: unknown metric {yamlfile.show(metric)} in regressions.metrics;"
+                    f" expected one of {', '.join(REGRESSION_METRICS)}"
+                )
+        values["metrics"] = tuple(dict.fromkeys(metrics))
+    if "window" not in values:  # a longer history alone widens the window with it
+        values["window"] = max(Regressions.window, values.get("history", Regressions.history))
+    found = Regressions(**values)
+    if found.window < found.history:
+        raise ConfigError(
+            f"{yamlfile.where(path, rules, 'window')}: regressions.window ({found.window}) must"
+            f" be at least regressions.history ({found.history}): the baseline is drawn from it"
+        )
+    return found
 
 
 def _no_unknown(path: Path, node: dict[str, Any], known: set[str], what: str) -> None:

@@ -105,7 +105,9 @@ def test_failures_end_their_case_and_the_next_one_runs(tmp_path):
         f"{corrupt} does not match its sha256; it will be sent again",
     )
     assert not corrupt.exists()  # a corrupt cached file is never used again
-    assert errors["slow"] == ("timeout", "no result after 2 s (timeout_s), while in measure")
+    # The stage it reached depends on how busy the machine is (importing, or timing).
+    assert errors["slow"][0] == "timeout"
+    assert errors["slow"][1].startswith("no result after 2 s (timeout_s), while in ")
     assert errors["npu"][0] == "skipped" and "unknown provider 'npu'" in errors["npu"][1]
     assert errors["unknown-runtime"] == (
         "skipped",
@@ -256,3 +258,16 @@ def test_outputs_left_by_an_earlier_run_are_removed_and_this_runs_too(tmp_path):
     (left / "mlp.npy").write_bytes(b"left by a run whose agent was killed")
     serve(tmp_path, [make_case("mlp", ZOO / "digits_mlp.onnx")])
     assert not list((tmp_path / "outputs").iterdir())
+
+
+def test_a_case_never_writes_outside_its_runs_outputs(tmp_path):
+    escape = tmp_path.parent / "escaped.npy"
+    case = make_case(
+        "mlp",
+        ZOO / "digits_mlp.onnx",
+        dataset=str(ZOO / "digits_test.npz"),
+        save_outputs=str(tmp_path / "outputs" / "test" / ".." / ".." / ".." / "escaped.npy"),
+    )
+    (error,) = of(serve(tmp_path, [case]), "case_error")
+    assert error["kind"] == "error" and "refusing to write" in error["message"]
+    assert not escape.exists()

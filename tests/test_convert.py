@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -324,13 +323,11 @@ def test_one_onnx2tf_run_serves_every_tflite_variant(tmp_path: Path) -> None:
     # FP32 first: with calibration data at hand the same run makes the full-integer file.
     convert(source, Variant.parse("tflite:fp32"), calibration=calibration, cache=cache)
     assert cache.stats.conversions == 1
-    start = time.monotonic()
     for spec in ("tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-static"):
         artifact = convert(source, Variant.parse(spec), calibration=calibration, cache=cache)
         assert str(artifact.variant) == spec
     assert cache.stats.conversions == 1
-    assert cache.stats.hits == 4
-    assert time.monotonic() - start < 5  # no converter started (one run takes ~10 s)
+    assert cache.stats.hits == 4  # no converter started
 
 
 # --- errors a user sees ----------------------------------------------------------------------

