@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 FABRIC_LABEL = "fabric python -c pass"
+SSHD_PIDS: list[int] = []  # the lab's sshds, whose CPU time is the devices'
 
 
 def lab_devices(inventory: Path) -> list[dict[str, Any]]:
@@ -129,14 +130,29 @@ def paramiko_run(devices: list[dict[str, Any]]) -> None:
         raise SystemExit(f"paramiko loop failed: exit codes {codes}")
 
 
+def device_cpu(sshd_pids: list[int]) -> float:
+    """CPU seconds the lab's devices have used: each sshd's own and its reaped descendants'
+    (every session, shell and Python it started), from /proc/PID/stat. Less disturbed by
+    other work on a shared machine than wall time."""
+    ticks = 0
+    for pid in sshd_pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Timed:
-    """Wall time and CPU time (user + system) of one child process run to its end."""
+    """Wall time and CPU time (user + system) of one child process run to its end, and the
+    CPU time the devices used meanwhile."""
 
     def __init__(self, argv: list[str]) -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        devices_before = device_cpu(SSHD_PIDS)
         start = time.perf_counter()
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         self.wall = time.perf_counter() - start
+        time.sleep(0.5)  # the sessions' last processes are reaped just after the answer
+        self.device_cpu = device_cpu(SSHD_PIDS) - devices_before
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         self.code, self.stdout, self.stderr = done.returncode, done.stdout, done.stderr
@@ -179,13 +195,20 @@ def compare(pairs: int, sides: list[tuple[str, Callable[[], Timed]]]) -> dict[st
 def report(runs: dict[str, list[Timed]], base_label: str) -> None:
     label = next(name for name in runs if name != base_label)
     base = statistics.median(t.wall for t in runs[base_label])
-    print(f"{'':<24} {'median s':>9} {'q1':>6} {'q3':>6} {'/ base':>7} {'cpu s':>6}")
+    print(
+        f"{'':<24} {'median s':>9} {'q1':>6} {'q3':>6} {'/ base':>7} {'cpu s':>6}"
+        f" {'device cpu s':>13}"
+    )
     for name in (label, base_label):
         walls = [t.wall for t in runs[name]]
         q1, _, q3 = statistics.quantiles(walls, n=4) if len(walls) > 1 else (walls[0],) * 3
         median = statistics.median(walls)
         cpu = statistics.median(t.cpu for t in runs[name])
-        print(f"{name:<24} {median:9.2f} {q1:6.2f} {q3:6.2f} {median / base:7.2f} {cpu:6.2f}")
+        on_devices = statistics.median(t.device_cpu for t in runs[name])
+        print(
+            f"{name:<24} {median:9.2f} {q1:6.2f} {q3:6.2f} {median / base:7.2f} {cpu:6.2f}"
+            f" {on_devices:13.2f}"
+        )
     per_pair = [a.wall / b.wall for a, b in zip(runs[label], runs[base_label], strict=True)]
     print(
         f"ratio of medians {statistics.median(t.wall for t in runs[label]) / base:.2f};"
@@ -208,19 +231,27 @@ def in_process(inventory: Path, devices: list[dict[str, Any]], repeats: int) -> 
         "paramiko threads": lambda: paramiko_run(devices),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
     order = list(sides)
     for index in range(repeats):
         for name in order[index % 3 :] + order[: index % 3]:
+            devices_before = device_cpu(SSHD_PIDS)
             start = time.perf_counter()
             outcome = sides[name]()
             times[name].append(time.perf_counter() - start)
+            time.sleep(0.5)
+            cpu[name].append(device_cpu(SSHD_PIDS) - devices_before)
             if name.startswith("fleet"):
                 assert all(c.usable for c in outcome), outcome  # type: ignore[attr-defined]
     base = statistics.median(times["fabric ThreadingGroup"])
     print(f"\nin this process, {repeats} times each (no start-up, no imports):")
     for name, walls in times.items():
         median = statistics.median(walls)
-        print(f"  {name:<24} median {median:.2f} s ({median / base:.2f} of fabric)")
+        on_devices = statistics.median(cpu[name])
+        print(
+            f"  {name:<24} median {median:.2f} s ({median / base:.2f} of fabric),"
+            f" device CPU {on_devices:.2f} s"
+        )
 
 
 @contextlib.contextmanager
@@ -260,6 +291,9 @@ def main() -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory() as tmp, lab_for(args, Path(tmp)) as lab:
+        from fleet import lab as lab_lib
+
+        SSHD_PIDS[:] = [d.pid for d in lab_lib.load(lab)]
         inventory = lab / "inventory.yaml"
         devices = lab_devices(inventory)
         spec = Path(tmp) / "fabric.json"

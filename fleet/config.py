@@ -60,6 +60,8 @@ class InfluxConfig:
     batch_size: int = 5000
     timeout_s: float = 10.0
     retry_total_s: float = 15.0  # the longest a push keeps retrying a server that is down
+    # During a run, what is stored is sent this often (fleet.results.stream).
+    stream_interval_s: float = 3.0
     gzip: bool = True  # compress writes; off saves CPU on both ends when InfluxDB is on this host
 
     @property
@@ -98,7 +100,12 @@ _ENV = {
 }
 # Each number's largest value: NaN, infinity or 1e308 would reach the HTTP client as a
 # timeout that never ends or a batch that never fills.
-_NUMBERS = {"batch_size": 1_000_000, "timeout_s": 3600, "retry_total_s": 86_400}
+_NUMBERS = {
+    "batch_size": 1_000_000,
+    "timeout_s": 3600,
+    "retry_total_s": 86_400,
+    "stream_interval_s": 3600,
+}
 _SWITCHES = {"gzip": "FLEET_INFLUX_GZIP"}
 _SECRETS = ("password", "token")
 # A token or password file holds one line; a bigger file is the wrong one (or /dev/zero).
@@ -242,6 +249,7 @@ def _influx(settings: Mapping[str, object], env: Mapping[str, str], where: _Wher
         batch_size=int(numbers.get("batch_size", 5000)),
         timeout_s=float(numbers.get("timeout_s", 10.0)),
         retry_total_s=float(numbers.get("retry_total_s", 15.0)),
+        stream_interval_s=float(numbers.get("stream_interval_s", 3.0)),
         gzip=gzip,
     )
 

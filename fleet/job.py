@@ -7,6 +7,7 @@ so tests build a job the way a run does. The job's types are the agent's own
 
 from __future__ import annotations
 
+import functools
 import getpass
 import socket
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ def build_job(
         uploads[remote] = artifact.path
         dataset = None
         if case.model.dataset is not None:
-            dataset = f"{workdir}/cache/{sha256_file(case.model.dataset)}.npz"
+            dataset = f"{workdir}/cache/{_sha256(case.model.dataset)}.npz"
             uploads[dataset] = case.model.dataset
         reference = f"{outputs}/{case.model.name}.npy" if case.has_reference else None
         job_cases.append(
@@ -76,3 +77,15 @@ def build_job(
         "cases": job_cases,
     }
     return DeviceJob(job, cases, [(path, remote) for remote, path in uploads.items()])
+
+
+def _sha256(path: Path) -> str:
+    """A data set's hash, computed once per run rather than once per device (a job is built
+    for each device, and again for each attempt)."""
+    version = path.stat()
+    return _sha256_of(path, version.st_size, version.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)

@@ -26,15 +26,19 @@ from fleet.errors import DeviceError
 from fleet.inventory import Device
 from fleet.transport import connect
 from fleet_agent import check as agent_check
+from fleet_agent.distributions import DISTRIBUTIONS
 
 # The agent's own floor (vermin -t=3.8-).
 MIN_PYTHON = (3, 8)
 # Room for the agent and a few artifacts; below this a run would fail writing them.
 MIN_FREE_MB = 100.0
-# The check's slowest parts are two tools with a 5 s timeout each (vcgencmd, where present).
-CHECK_TIMEOUT_S = 30.0
+# The check answers in well under a second; its slowest parts are two tools with a 5 s
+# timeout each (vcgencmd, where present). A machine starved of CPU (a lab of 32 devices on
+# two shared cores) has taken over 30 s, so this is generous.
+CHECK_TIMEOUT_S = 60.0
 # Runtime modules as the agent names them (distributions.py); numpy is no runtime.
 NOT_RUNTIMES = ("numpy",)
+RUNTIMES = [module for module in DISTRIBUTIONS if module not in NOT_RUNTIMES]
 
 # Runs on the device as `python - WORKDIR AGENT`. Written so that an old Python can still
 # parse it and say its version; the agent modules are compiled only after the version test.
@@ -150,7 +154,8 @@ class DeviceCheck:
 
     @property
     def agent(self) -> str | None:
-        """ "current", "old" (another version is there), "missing"; None: not known."""
+        """The agent file on the device: "current", "old" (only other versions are there) or
+        "missing" (fleet run sends it); None where the device did not say."""
         if self.facts is None or "agent" not in self.facts:
             return None
         if self.facts["agent"]:
@@ -234,7 +239,17 @@ def _ask(device: Device, agent_name: str, script: bytes) -> agent_check.Check:
             proc = transport.run([device.python, "-", device.workdir, agent_name], stdin=script)
         except OSError as exc:  # the local device: the interpreter itself is missing
             raise _no_python(device, exc.strerror or str(exc)) from None
-        out = list(proc.lines(idle_timeout=CHECK_TIMEOUT_S))
+        try:
+            out = list(proc.lines(idle_timeout=CHECK_TIMEOUT_S))
+        except DeviceError as exc:
+            if exc.kind != "timeout":
+                raise
+            raise DeviceError(
+                device.name,
+                f"no answer to the check within {CHECK_TIMEOUT_S:g} s: the device or its"
+                " connection hung (overloaded? out of memory?); stopped it",
+                "timeout",
+            ) from None
         code = proc.wait()
     finally:
         transport.close()
@@ -282,8 +297,8 @@ def _judge(result: DeviceCheck) -> None:
         )
     if not runtimes:
         result.problems.append(
-            f"runtime: none installed for {facts['executable']} (onnxruntime, ai-edge-litert,"
-            f" tflite-runtime or tensorflow); provision the device (ansible/provision.yml)"
+            f"runtime: none installed for {facts['executable']} ({', '.join(RUNTIMES)});"
+            " provision the device (ansible/provision.yml)"
         )
     if not facts["writable"]:
         result.problems.append(

@@ -94,15 +94,15 @@ class Metric:
     effect: str  # the `regressions:` key of its minimum effect
     higher_is_worse: bool
     measurement: str = "result"
-    percentile: float | None = None  # judged only with enough samples for it
+    min_samples: int = 0  # a percentile is judged only with enough samples for it
     ci: tuple[str, str] | None = None  # the agent's 95 % confidence interval of the value
 
     @property
     def unit(self) -> str:
-        for suffix, unit in (("_ms", " ms"), ("_mb", " MB"), ("_ips", "/s"), ("_per_s", "/s")):
-            if self.name.endswith(suffix):
+        for part, unit in (("_ms", " ms"), ("_mb", " MB"), ("tokens_per_s", " tokens/s")):
+            if part in self.name:
                 return unit
-        return ""
+        return "/s" if self.name.endswith("_ips") else ""
 
 
 _PERCENTILES = {"latency_ms_p95": 95.0, "latency_ms_p99": 99.0}
@@ -112,7 +112,7 @@ METRICS: dict[str, Metric] = {
         effect,
         worse,
         "generation" if name in GENERATION_METRICS else "result",
-        _PERCENTILES.get(name),
+        min_samples_for(_PERCENTILES[name]) if name in _PERCENTILES else 0,
         ("latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms")
         if name == "latency_ms_p50"
         else None,
@@ -170,10 +170,12 @@ class Verdict:
         if metric.effect == "accuracy_pp":
             change += f", {100 * (self.value - base.center):+.2f} pp"
         against = f"pinned run {base.pinned}" if base.pinned else f"{base.runs} runs"
+        # Four significant digits of the baseline, and the spread to the same decimals.
+        digits = max(0, 3 - math.floor(math.log10(abs(base.center)))) if base.center else 4
         return (
-            f"{self.series}: {self.metric} {self.value:.4g}{metric.unit} vs baseline"
-            f" {base.center:.4g} ± {base.spread:.2g}{metric.unit} ({against}): {change},"
-            f" since run {self.since_run}"
+            f"{self.series}: {self.metric} {self.value:.{digits}f}{metric.unit} vs baseline"
+            f" {base.center:.{digits}f} ± {base.spread:.{digits}f}{metric.unit} ({against}):"
+            f" {change}, since run {self.since_run}"
         )
 
 
@@ -250,7 +252,7 @@ def _min_effect(metric: Metric, rules: Regressions) -> float:
 
 def _effect(metric: Metric, value: float, center: float) -> tuple[float, float]:
     """(change in % of the baseline, size in the unit of the minimum effect)."""
-    pct = (value - center) / abs(center) * 100 if center else math.inf
+    pct = (value - center) / abs(center) * 100 if center else 0.0  # 0: no percentage of 0
     if metric.effect == "accuracy_pp":
         return pct, abs(value - center) * 100
     return pct, abs(pct)
@@ -437,16 +439,17 @@ def point(record: Record, metric: Metric) -> Point | None:
     value = record.number(metric.name)
     if value is None or not math.isfinite(value):
         return None
-    if metric.percentile is not None:
-        samples = record.number("iterations") or 0.0
-        if samples < min_samples_for(metric.percentile):
-            return None
+    if metric.min_samples and (record.number("iterations") or 0.0) < metric.min_samples:
+        return None
     sigma = 0.0
     if metric.ci is not None:
         low, high = (record.number(name) for name in metric.ci)
         if low is not None and high is not None and high >= low:
             sigma = (high - low) / (2 * _Z975)
     return Point(record.run_id, record.time_ns, value, sigma)
+
+
+NOISY_HINT = "`fleet results show` marks them, their invalid_reasons say why"
 
 
 @dataclass
@@ -478,8 +481,15 @@ class Check:
         lines = [f"{v.state}: {v.message()}" for v in self.verdicts if v.flagged]
         notes: dict[str, list[str]] = {}
         for v in self.verdicts:
-            if v.state in ("history", "noisy"):
+            if v.state == "history":
                 notes.setdefault(v.note, []).append(v.series)
+        noisy = [v for v in self.verdicts if v.state == "noisy"]
+        if len(noisy) > 3:  # each with its own reasons: one line for them all
+            notes[f"noisy results: not judged, and never a baseline ({NOISY_HINT})"] = [
+                v.series for v in noisy
+            ]
+        else:
+            notes.update({v.note: [v.series] for v in noisy})
         for note, series in notes.items():
             if len(series) <= 3:
                 lines += [f"{name}: {note}" for name in series]

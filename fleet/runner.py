@@ -9,6 +9,7 @@ data, not an exception. What to build and what to store are pure functions elsew
 from __future__ import annotations
 
 import json
+import posixpath
 import secrets
 import signal
 import time
@@ -23,6 +24,7 @@ from fleet.errors import DeviceError, FleetError, Terminated
 from fleet.job import DeviceJob, build_job
 from fleet.patience import BUSY_POLL_S, DEFAULT_PATIENCE, RETRIED, Patience
 from fleet.plan import Case, DevicePlan, Key, Plan
+from fleet.results import lineprotocol
 from fleet.results.record import ERRORS, FINDINGS, Record
 from fleet.results.store import Store
 from fleet.transport import Process, Transport, connect
@@ -95,6 +97,7 @@ def run_suite(
     artifacts, refused = prepare_artifacts(plan, progress)
     agent = build_agent()
     names = [dp.device.name for dp in plan.devices]
+    lineprotocol.load()  # before the device threads store their first records together
     store.start_run(outcome.run_id, plan.suite.name, names)
     try:
         workers = max(1, min(parallel or len(plan.devices), len(plan.devices)))
@@ -237,29 +240,52 @@ class DeviceRun:
         transport = connect(self.device)
         try:
             work = build_job(self.outcome.run_id, self.plan, self.artifacts, self.refused)
-            self.push(transport, work, progress)
             progress(name, f"running {len(work.cases)} case(s)")
-            if work.cases:
-                self.converse(transport, work, progress)
+            if not work.cases:
+                return
+            # One command when the device has every file: the agent says in its hello what
+            # it lacks (or cannot start, lacking itself). Only then are files sent, over the
+            # same connection, and the agent started again.
+            missing = self.converse(transport, work, progress)
+            if missing:
+                self.push(transport, work, missing, progress)
+                missing = self.converse(transport, work, progress)
+                if missing:
+                    raise DeviceError(name, f"still missing after sending: {', '.join(missing)}")
         finally:
             transport.close()
 
-    def push(self, transport: Transport, work: DeviceJob, progress: Progress) -> None:
-        """Send the agent, artifacts and data sets the device lacks."""
-        workdir = self.device.workdir
-        transport.check(["mkdir", "-p", f"{workdir}/cache"])
-        for local, remote in [(self.agent.path, self.agent_path), *work.uploads]:
-            # Content-addressed: a file already on the device under its name is never resent.
-            if not transport.exists(remote):
-                progress(self.device.name, f"push {local.name}")
+    def push(
+        self, transport: Transport, work: DeviceJob, missing: list[str], progress: Progress
+    ) -> None:
+        """Send what the device lacks: the files its agent named, or, when the agent itself
+        was missing (a new device or agent version), every file of the job not there.
+        Content-addressed: a file already on the device under its name is never resent."""
+        name = self.device.name
+        files = dict([(self.agent_path, self.agent.path), *((r, p) for p, r in work.uploads)])
+        unknown = sorted(set(missing) - set(files))
+        if unknown:
+            raise DeviceError(name, f"the agent asked for files this run has not: {unknown}")
+        wanted = set(missing)
+        if self.agent_path in wanted:
+            wanted |= {r for r in files if r not in wanted and not transport.exists(r)}
+        for folder in sorted({posixpath.dirname(remote) for remote in wanted} - {""}):
+            transport.makedirs(folder)
+        for remote, local in files.items():
+            if remote in wanted:
+                progress(name, f"push {local.name}")
                 transport.put(local, remote)
 
-    def converse(self, transport: Transport, work: DeviceJob, progress: Progress) -> None:
+    def converse(self, transport: Transport, work: DeviceJob, progress: Progress) -> list[str]:
+        """Run the agent on the job, acting on each event as it comes. Returns the files the
+        device lacks (the agent then stops after its hello), or [] once the agent is done."""
         stdin = json.dumps(work.job).encode() + b"\n"
         proc = transport.run([self.device.python, self.agent_path, "serve"], stdin=stdin)
         self.outcome.running.append(proc)
         if self.outcome.stopped is not None:  # stopped while this device connected or pushed
             proc.kill()
+        missing: list[str] = []
+        heard = False
         try:
             done = False
             for line in proc.lines(idle_timeout=SILENCE_S):
@@ -267,6 +293,9 @@ class DeviceRun:
                     event = protocol.parse_event(line)
                 except protocol.ProtocolError as exc:
                     raise DeviceError(self.device.name, f"agent sent {exc}") from None
+                heard = True
+                if event["event"] == "hello":
+                    missing = list(event["missing"])
                 done = self.handle(event, work, progress) or done
             code = proc.wait()
         except DeviceError as exc:
@@ -280,8 +309,18 @@ class DeviceRun:
             ) from None
         finally:
             self.outcome.running.remove(proc)
-        if not done:
-            raise self.ended(code, proc, transport)
+        if done:
+            return []
+        if missing:
+            return missing
+        if (
+            not heard
+            and self.outcome.stopped is None
+            and transport.alive()
+            and not transport.exists(self.agent_path)
+        ):
+            return [self.agent_path]  # its Python could not open it: not on the device yet
+        raise self.ended(code, proc, transport)
 
     def ended(self, code: int, proc: Process, transport: Transport) -> DeviceError:
         """Why the agent stopped before `done`, blaming what did it."""

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from servers import InfluxServer
+from servers import InfluxServer, fill_store
 
 from fleet.cli import main
 from fleet.cli.results import results
 from fleet.config import InfluxConfig
+from fleet.regressions import check_run
 from fleet.results.influx import push_pending
 from fleet.results.store import Store
+from fleet.suite import Regressions
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -79,10 +81,11 @@ def interpolate(query: str, chosen: Mapping[str, Sequence[str] | None]) -> str:
     return query
 
 
-def check_dashboards(server: InfluxServer) -> int:
+def check_dashboards(server: InfluxServer, empty_ok: Sequence[str] = ()) -> int:
     """Run every query three ways: variables on All, on their first value, on all values.
 
-    Returns how many queries ran; fails on a non-200 answer, an error or an empty result.
+    Returns how many queries ran; fails on a non-200 answer, an error or an empty result
+    (but for queries of the measurements in `empty_ok`: a lab run need not regress).
     """
     ran = 0
     for path in DASHBOARDS:
@@ -101,9 +104,11 @@ def check_dashboards(server: InfluxServer) -> int:
                 ran += 1
             for where, query in queries(dashboard):
                 answer = server.query(interpolate(query, chosen))
+                may_be_empty = any(f'FROM "{m}"' in query for m in empty_ok)
                 for result in answer["results"]:
                     assert "error" not in result, f"{path.name} {where} ({mode}): {result}"
-                    assert result.get("series"), f"{path.name} {where} ({mode}): no series"
+                    if not may_be_empty:
+                        assert result.get("series"), f"{path.name} {where} ({mode}): no series"
                 ran += 1
     return ran
 
@@ -133,7 +138,7 @@ def test_dashboard_files_are_wired_to_the_provisioned_data_source() -> None:
         assert names == set(VARIABLES)
         for where, query in queries(dashboard):
             assert "from(bucket" not in query, f"{path.name} {where}: Flux is not InfluxQL"
-            if 'FROM "result"' in query or 'FROM "generation"' in query:
+            if any(f'FROM "{m}"' in query for m in ("result", "generation", "regression")):
                 # The accuracy drop is about the other precisions, whatever $precision says.
                 filters = ["suite", "device", "model"]
                 filters += [] if "\"precision\" != 'fp32'" in query else ["precision"]
@@ -153,6 +158,24 @@ def test_provisioning_and_compose_agree_on_paths() -> None:
     assert environment["FLEET_GRAFANA_INFLUX_URL"] == "http://influxdb:8086"
 
 
+@pytest.fixture
+def results_store(tmp_path: Path) -> Store:
+    """fill_store's two nights, and regression records the check makes of them, so that the
+    regression annotations and table have data: the second night against the first pinned
+    (every latency went up: regressions), then the first against the second pinned
+    (improvements)."""
+    store = Store(tmp_path / "results.sqlite")
+    fill_store(store)
+    first, second = (run.run_id for run in store.runs())
+    rules = Regressions(latency_pct=0.1)
+    store.pin(first)
+    assert check_run(store, second, rules, gate=True).regressions
+    store.pin(second)
+    assert check_run(store, first, rules).improvements
+    store.unpin("smoke")
+    return store
+
+
 def test_every_query_answers_with_data(influxdb_server: InfluxServer, results_store: Store) -> None:
     assert push_pending(results_store, InfluxConfig(url=influxdb_server.url)).pending == 0
     every = [load(path) for path in DASHBOARDS]
@@ -170,6 +193,35 @@ def panel(dashboard: str, field: str) -> str:
         if f'last("{field}")' in target["query"]
     ]
     return query
+
+
+def test_regressions_table_shows_each_flagged_change(
+    influxdb_server: InfluxServer, results_store: Store
+) -> None:
+    push_pending(results_store, InfluxConfig(url=influxdb_server.url))
+    (query,) = [
+        target["query"]
+        for p in panels(load(GRAFANA / "dashboards" / "fleet-trends.json"))
+        if p["type"] == "table"
+        for target in p["targets"]
+    ]
+    (result,) = influxdb_server.query(interpolate(query, dict.fromkeys(VARIABLES)))["results"]
+    keys = ("device", "model", "precision", "context_tokens", "metric")
+    shown = sorted(
+        (
+            *(s["tags"][k] for k in keys),
+            row[s["columns"].index("run_id")],
+            row[s["columns"].index("direction")],
+        )
+        for s in result["series"]
+        for row in s["values"]
+    )
+    stored = sorted(
+        (*(r.tags.get(k, "") for k in keys), r.run_id, r.fields["direction"])
+        for r in results_store.records(measurement="regression")
+    )
+    assert {row[-1] for row in stored} == {"regression", "improvement"}
+    assert shown == stored  # every flagged change, once
 
 
 @pytest.mark.parametrize("field", ["ttft_ms", "decode_tokens_per_s"])
@@ -238,4 +290,4 @@ def test_dashboards_on_a_real_lab_run(
     generation = store.records(measurement="generation")
     assert len(influxdb_server.points("generation")) == len(generation) == 3 * 2 * 2
     assert {r.tags["context_tokens"] for r in generation} == {"32", "128"}
-    check_dashboards(influxdb_server)
+    check_dashboards(influxdb_server, empty_ok=("regression",))  # two suites, one night each

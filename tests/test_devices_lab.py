@@ -7,6 +7,7 @@ import fcntl
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,13 +138,38 @@ def test_changed_host_key_is_refused(lab: Path, tmp_path: Path) -> None:
     assert not list(Path(lab2.workdir).iterdir())  # nothing ran there
 
 
-def test_wrong_python_is_named_with_the_fix(lab: Path, tmp_path: Path) -> None:
+def with_python(lab: Path, python: str) -> Path:
+    """The lab's inventory with lab1 given another interpreter."""
     inventory = yaml.safe_load((lab / "inventory.yaml").read_text())
-    inventory["all"]["children"]["lab"]["hosts"]["lab1"]["fleet_python"] = "/no/such/python3"
-    path = lab / "wrong-python.yaml"  # beside the lab's known_hosts
+    inventory["all"]["children"]["lab"]["hosts"]["lab1"]["fleet_python"] = python
+    path = lab / "other-python.yaml"  # beside the lab's known_hosts
     path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def test_wrong_python_is_named_with_the_fix(lab: Path) -> None:
+    path = with_python(lab, "/no/such/python3")
     result = devices(lab, "--devices", "lab1", inventory=path)
     assert result.exit_code == 2, result.output
     assert rows(result)["lab1"][1:5] == ["yes", "ok", "ok", "-"]
     assert "lab1: python: /no/such/python3 not found" in result.stderr
     assert "fix fleet_python" in result.stderr
+
+
+def test_local_device_without_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(main, ["devices", "--json"])
+    assert result.exit_code == 0, result.output
+    (local,) = json.loads(result.stdout)["devices"]
+    assert local["device"] == "local" and local["usable"] is True
+    assert local["agent"] == "missing" and local["busy"] is False
+
+
+def test_python_without_numpy_or_runtime(lab: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "bare-venv"  # this interpreter, none of its packages
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    result = devices(lab, "--devices", "lab1", inventory=with_python(lab, str(venv / "bin/python")))
+    assert result.exit_code == 2, result.output
+    assert rows(result)["lab1"][5:7] == ["MISSING", "NONE"]
+    assert "lab1: numpy: not installed for" in result.stderr
+    assert "lab1: runtime: none installed for" in result.stderr and "provision" in result.stderr

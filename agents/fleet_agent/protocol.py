@@ -198,6 +198,9 @@ class Hello(TypedDict):
     protocol: int
     python: str
     runtimes: Dict[str, str]  # distribution name -> version, for those installed
+    # Files the job names (artifacts, data sets) that are not on the device: when any is, the
+    # agent stops after this event, and the controller sends them and starts it again.
+    missing: List[str]
 
 
 # Why the agent cannot go on: a job of another protocol version, the device's lock held by

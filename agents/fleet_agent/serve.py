@@ -38,6 +38,8 @@ from fleet_agent.protocol import (
 
 def serve(inp: IO[str], out: IO[str]) -> int:
     received = json.loads(inp.readline())
+    speaks = isinstance(received, dict) and received.get("protocol") == PROTOCOL
+    missing = _missing(cast(Job, received)) if speaks else []
     write(
         out,
         {
@@ -46,9 +48,10 @@ def serve(inp: IO[str], out: IO[str]) -> int:
             "protocol": PROTOCOL,
             "python": platform.python_version(),
             "runtimes": sysinfo.runtimes_installed(),
+            "missing": missing,
         },
     )
-    if not isinstance(received, dict) or received.get("protocol") != PROTOCOL:
+    if not speaks:
         version = received.get("protocol") if isinstance(received, dict) else None
         message = "protocol mismatch: controller speaks {}, agent {} speaks {}".format(
             version, __version__, PROTOCOL
@@ -56,6 +59,10 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         write(out, {"event": "fatal", "reason": "protocol", "message": message})
         return 2
     job = cast(Job, received)  # the controller built it from the same types
+    if missing:
+        # The controller sends them and starts the agent again: a run pushes nothing, and
+        # opens nothing but this one command, when the device has every file.
+        return 0
     # "a+": opening must not empty the file while another run holds it (it names that run).
     with open(os.path.join(job["workdir"], "agent.lock"), "a+") as lock:
         try:
@@ -89,6 +96,13 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         shutil.rmtree(ours, ignore_errors=True)
     write(out, {"event": "done"})
     return 0
+
+
+def _missing(job: Job) -> List[str]:
+    """The files the job's cases read (artifacts, data sets) that are not here."""
+    wanted = [case["artifact"] for case in job["cases"]]
+    wanted += [case["dataset"] for case in job["cases"] if case["dataset"]]
+    return sorted({path for path in wanted if not os.path.isfile(path)})
 
 
 def _now() -> str:

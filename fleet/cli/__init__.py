@@ -63,12 +63,16 @@ def _register() -> None:
     from fleet.cli.convert import convert, model
     from fleet.cli.devices import devices
     from fleet.cli.lab import lab
+    from fleet.cli.report import report
+    from fleet.cli.rerun import rerun
     from fleet.cli.results import results
     from fleet.cli.run import run
     from fleet.cli.schedule import schedule
 
     for command in (run, devices, lab, results, baseline, convert, model, schedule):
         main.add_command(command)
+    main.add_command(report)
+    main.add_command(rerun)
 
 
 _register()

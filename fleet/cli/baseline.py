@@ -18,8 +18,10 @@ def baseline() -> None:
 @click.argument("run_id")
 @store_option
 def pin(run_id: str, store_path: Path | None) -> None:
-    """Judge the later runs of RUN_ID's suite against RUN_ID (a unique prefix will do),
-    in place of their recent history; one pin per suite."""
+    """Pin RUN_ID as its suite's baseline (a unique prefix will do).
+
+    The suite's later runs are judged against it instead of their recent history; one pin
+    per suite, a new one replaces it."""
     run = open_store(store_path).pin(run_id)
     click.echo(f"pinned run {run.run_id} as the baseline of suite {run.suite}")
 
@@ -39,7 +41,7 @@ def unpin(suite: str, store_path: Path | None) -> None:
 @baseline.command()
 @store_option
 def show(store_path: Path | None) -> None:
-    """The pinned run of each suite; a suite not listed is judged against its history."""
+    """The pinned runs; a suite not listed is judged against its history."""
     from fleet.results.tables import format_table, when
 
     store = open_store(store_path)

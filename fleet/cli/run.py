@@ -76,8 +76,8 @@ SHARD = _Shard()
     flag_value="",
     default=None,
     metavar="[NAME]",
-    help="Hold the run lock NAME (default: the suite's name) for the run: runs holding the"
-    " same lock never overlap (what `fleet schedule` runs).",
+    help="Hold the run lock NAME (default: the suite's name; a bare --exclusive goes after"
+    " SUITE_FILE) for the run: runs holding the same lock never overlap (`fleet schedule`).",
 )
 @click.option(
     "--if-busy",
@@ -90,6 +90,7 @@ SHARD = _Shard()
     "--lock-timeout",
     type=click.FloatRange(min=0, max=7 * 86_400),
     default=None,
+    metavar="SECONDS",
     help=f"With --exclusive: the longest wait for the lock, then exit 2 (default"
     f" {DEFAULT_TIMEOUT_S:g} s).",
 )
@@ -150,7 +151,16 @@ def run(
     ) as held:
         if not held:
             return  # skipped: one line on stderr named the holder; a skip exits 0
-        outcome = run_suite(plan, store, parallel=parallel, patience=patience, progress=progress)
+        from fleet.rerun import run_spec
+        from fleet.results.stream import streaming
+
+        spec = run_spec(suite, inventory, devices, parallel)  # what `fleet rerun` needs
+        # Results go to InfluxDB as they come; the end of the run sends what is left.
+        with streaming(store, config.influx, say=lambda line: click.echo(line, err=True)) as stream:
+            outcome = run_suite(
+                plan, store, parallel=parallel, patience=patience, progress=progress
+            )
+        store.set_run_spec(outcome.run_id, spec.to_json())
         click.echo(results_table(outcome.records))
         for _device, error in sorted(outcome.device_errors.items()):
             click.secho(f"error: {error}", fg="red", err=True)
@@ -164,9 +174,7 @@ def run(
             for line in check.lines():
                 click.echo(line, err=True)
             exit_code = check.exit_code(exit_code)
-        if config.influx is not None:  # a failed push leaves results spooled, not the run failed
-            from fleet.results.influx import push_pending
-
-            for line in push_pending(store, config.influx).lines():
-                click.echo(line, err=True)
+        report = stream.push_rest()  # what streaming left; a failed push leaves it spooled
+        for line in report.lines() if report else []:
+            click.echo(line, err=True)
         sys.exit(exit_code)

@@ -94,6 +94,7 @@ def schedule() -> None:
     "--lock-timeout",
     type=click.FloatRange(min=0, max=7 * 86_400),
     default=None,
+    metavar="SECONDS",
     help=f"With --if-busy wait: wait at most this many seconds (default {DEFAULT_TIMEOUT_S:g}).",
 )
 @click.option(

@@ -61,11 +61,13 @@ def _csv_value(value: object) -> str:
 
 
 def to_junit(run: RunInfo, records: list[Record]) -> str:
-    """A test suite per device, a test case per model variant; budgets decide pass/fail."""
+    """A test suite per device, a test case per model variant; budgets decide pass/fail.
+    Each regression or improvement the run's check found is a test case too: a gated
+    regression fails."""
     root = ET.Element("testsuites", name=f"fleet {run.suite}")
     by_device: dict[str, list[Record]] = {}
     for r in records:
-        if r.measurement == "result":
+        if r.measurement in ("result", "regression"):
             by_device.setdefault(r.tags.get("device", "?"), []).append(r)
     for device, results in sorted(by_device.items()):
         suite = ET.SubElement(
@@ -76,7 +78,8 @@ def to_junit(run: RunInfo, records: list[Record]) -> str:
         total_s = 0.0
         for r in results:
             counts["tests"] += 1
-            kind = _junit_case(suite, run, r)
+            judged = r.measurement == "regression"
+            kind = _regression_case(suite, run, r) if judged else _junit_case(suite, run, r)
             if kind:
                 counts[kind] += 1
             total_s += r.number("duration_s") or 0.0
@@ -117,6 +120,30 @@ def _junit_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
         budgets = str(r.fields.get("budget_failures", "")) or "a budget was not met"
         ET.SubElement(case, "failure", type="budget", message=budgets)
         return "failures"
+    return ""
+
+
+def _regression_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
+    """A regression or improvement (measurement `regression`): "failures" when the run was
+    gated on it, else a pass that says what changed."""
+    t = r.tags
+    context = f" context={t['context_tokens']}" if "context_tokens" in t else ""
+    name = (
+        f"{t.get('metric', '?')} of {t.get('model', '?')} {t.get('format', '?')}:"
+        f"{t.get('precision', '?')} {t.get('runtime', '?')}/{t.get('provider', '?')}"
+        f" batch={t.get('batch', '?')} threads={t.get('threads', '?')}{context}"
+    )
+    direction = str(r.fields.get("direction", "regression"))
+    case = ET.SubElement(
+        suite, "testcase", classname=f"{run.suite}.{t.get('device', '?')}.{direction}",
+        name=name, time="0.000",
+    )  # fmt: skip
+    message = str(r.fields.get("message", direction))
+    if direction == "regression" and r.fields.get("gated") is True:
+        ET.SubElement(case, "failure", type="regression", message=message)
+        return "failures"
+    gate = " (not gated)" if direction == "regression" else ""
+    ET.SubElement(case, "system-out").text = f"{direction}{gate}: {message}"
     return ""
 
 

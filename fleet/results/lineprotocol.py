@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 PRECISION: WritePrecision = "ms"  # type: ignore[assignment]
 
 
+def load() -> None:
+    """Import influxdb_client now, from one thread: two threads importing it at once can
+    deadlock (a run's device threads store their first records at the same moment)."""
+    import influxdb_client.client.write.point  # noqa: F401
+
+
 def to_point(record: Record) -> Point:
     """run_id and hashes stay fields (see docs/schema.md); numbers are already floats.
 

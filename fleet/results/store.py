@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS pins (
     run_id TEXT NOT NULL,
     pinned_ns INTEGER NOT NULL
 );
+-- What `fleet rerun` needs to run a run again (fleet/rerun.py's RunSpec, as JSON).
+CREATE TABLE IF NOT EXISTS run_specs (
+    run_id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
 """
 
 SQLITE_FULL = 13  # the primary result code of "database or disk is full"
@@ -454,6 +459,34 @@ class Store:
                 "SELECT suite, run_id, pinned_ns FROM pins ORDER BY suite"
             ).fetchall()
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def set_run_spec(self, run_id: str, spec: dict[str, Any]) -> None:
+        """Keep what `fleet rerun` needs to run this run again (fleet.rerun.RunSpec). A full
+        disk only warns: the run's results are what matters, and they are kept."""
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO run_specs (run_id, spec) VALUES (?, ?)",
+                    (run_id, json.dumps(spec, sort_keys=True)),
+                )
+        except (OSError, sqlite3.Error) as exc:
+            if not _disk_full(exc, self.path):
+                raise
+            self.warn(
+                f"no space left on device for the store ({self.path}): run {run_id} cannot be"
+                " rerun (`fleet rerun` reads what it ran from there)"
+            )
+
+    def run_spec(self, run_id: str) -> dict[str, Any] | None:
+        """What `set_run_spec` kept for the run, None if nothing (an older or stopped run)."""
+        with self.lock:
+            row = self.db.execute(
+                "SELECT spec FROM run_specs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        spec: dict[str, Any] = json.loads(row[0])
+        return spec
 
 
 def row_to_record(row: tuple[str, int, str, str]) -> Record:

@@ -87,6 +87,10 @@ class Transport(ABC):
     def exists(self, remote: str) -> bool: ...
 
     @abstractmethod
+    def makedirs(self, remote: str) -> None:
+        """Make the folder and its parents where missing (mkdir -p), running no command."""
+
+    @abstractmethod
     def put(self, local: Path, remote: str) -> None:
         """Copy a file so that `remote` appears complete or not at all."""
 

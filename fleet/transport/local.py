@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from fleet.errors import DeviceError
 from fleet.transport.base import Process, Transport
 
 
@@ -44,11 +46,30 @@ class LocalTransport(Transport):
     def exists(self, remote: str) -> bool:
         return self._path(remote).exists()
 
+    def makedirs(self, remote: str) -> None:
+        with self._device_errors(f"making the folder {remote}"):
+            self._path(remote).mkdir(parents=True, exist_ok=True)
+
     def put(self, local: Path, remote: str) -> None:
         target = self._path(remote)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(local, tmp)
-        tmp.replace(target)
+        with self._device_errors(f"copying {local.name} to {remote}"):
+            try:
+                shutil.copyfile(local, tmp)
+                tmp.replace(target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+    @contextlib.contextmanager
+    def _device_errors(self, what: str) -> Iterator[None]:
+        """A file that cannot be written is the device's problem: one line, with its kind."""
+        try:
+            yield
+        except OSError as exc:
+            full = exc.errno == errno.ENOSPC
+            message = f"no space left on the device: {what}" if full else f"{what} failed: {exc}"
+            raise DeviceError(self.device.name, message, "disk_full" if full else "error") from exc
 
     def get(self, remote: str, local: Path) -> None:
         shutil.copyfile(self._path(remote), local)

@@ -8,13 +8,16 @@ import errno
 import getpass
 import hashlib
 import os
+import posixpath
 import shlex
+import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paramiko
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
 from fleet.errors import DeviceError, HostKeyError
 from fleet.inventory import Device
@@ -22,17 +25,84 @@ from fleet.transport.base import Process, Transport
 
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 10.0
+T = TypeVar("T")
 
 
 def _known_hosts(device: Device) -> Path:
     return device.known_hosts or Path("~/.ssh/known_hosts").expanduser()
 
 
+_parsed: dict[tuple[str, str, int, int], Any] = {}
+_parsed_lock = threading.Lock()
+
+
+def _once(kind: str, path: Path, parse: Callable[[Path], T]) -> T:
+    """`parse(path)`, done once per version of the file (its size and mtime) in this process,
+    not once per device: each of 512 connections parsing a 512-line known_hosts file was
+    O(devices²) key objects, 60 ms of CPU per device."""
+    version = path.stat()
+    key = (kind, str(path), version.st_mtime_ns, version.st_size)
+    with _parsed_lock:
+        if key not in _parsed:
+            _parsed[key] = parse(path)
+        found: T = _parsed[key]
+    return found
+
+
 def _ssh_config(host: str) -> dict[str, Any]:
     path = Path("~/.ssh/config").expanduser()
     if not path.exists():
         return {}
-    return dict(paramiko.SSHConfig.from_path(str(path)).lookup(host))
+    config = _once("config", path, lambda p: paramiko.SSHConfig.from_path(str(p)))
+    return dict(config.lookup(host))
+
+
+class _KnownHosts:
+    """A known_hosts file, indexed by host name; hashed names (`|1|salt|hash`) are matched
+    the way paramiko matches them."""
+
+    def __init__(self, path: Path) -> None:
+        self.by_name: dict[str, dict[str, paramiko.PKey]] = {}
+        self.hashed = paramiko.HostKeys()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                entry = HostKeyEntry.from_line(line, number)
+            except (paramiko.SSHException, InvalidHostKey):
+                continue  # as paramiko's loader: an entry it cannot read is no entry
+            if entry is None or entry.key is None:
+                continue
+            key_type = entry.key.get_name()
+            for name in entry.hostnames:
+                if name.startswith("|1|"):
+                    self.hashed.add(name, key_type, entry.key)
+                else:  # the first entry for a name and key type wins, as in paramiko
+                    self.by_name.setdefault(name, {}).setdefault(key_type, entry.key)
+
+    def keys_of(self, name: str) -> dict[str, paramiko.PKey]:
+        found = dict(self.by_name.get(name, {}))
+        hashed = self.hashed.lookup(name) if len(self.hashed) else None
+        for key_type, key in (hashed or {}).items():
+            found.setdefault(key_type, key)
+        return found
+
+
+def _private_key(path: str) -> paramiko.PKey | None:
+    """The key in `path`, read once per run; None where paramiko must read it itself at each
+    connection (a passphrase, a certificate beside it, a format from_path does not read)."""
+    file = Path(path).expanduser()
+    if Path(f"{file}-cert.pub").exists():
+        return None
+
+    def load(p: Path) -> paramiko.PKey | None:
+        try:
+            return paramiko.PKey.from_path(p)
+        except (paramiko.SSHException, OSError, ValueError):
+            return None
+
+    return _once("key", file, load)
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -75,8 +145,14 @@ def _device_errors(device: str, what: str) -> Iterator[None]:
     except (paramiko.SSHException, OSError, EOFError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise DeviceError(device, f"no space left on the device: {what}", "disk_full") from exc
-        kind = "connection_lost"
+        # The device said no (permissions, a file where a folder should be): trying again
+        # will not help. Anything else broke the connection.
+        refused = isinstance(exc, OSError) and exc.errno in _REFUSALS
+        kind = "error" if refused else "connection_lost"
         raise DeviceError(device, f"{what} failed: {exc or type(exc).__name__}", kind) from exc
+
+
+_REFUSALS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EROFS}
 
 
 class SSHTransport(Transport):
@@ -101,7 +177,14 @@ class SSHTransport(Transport):
         known_hosts = _known_hosts(device)
         self.client = paramiko.SSHClient()
         if known_hosts.exists():
-            self.client.load_host_keys(str(known_hosts))
+            # This device's entries only, from the file parsed once per run; what paramiko's
+            # load_host_keys would have found for it.
+            name = _key_name(self.hostname, self.port)
+            ours = self.client.get_host_keys()
+            for key_type, key in (
+                _once("known_hosts", known_hosts, _KnownHosts).keys_of(name).items()
+            ):
+                ours.add(name, key_type, key)
         self.client.set_missing_host_key_policy(_RefuseUnknownKey(device, self.port, known_hosts))
         try:
             self._connect(key_files, known_hosts)
@@ -117,12 +200,18 @@ class SSHTransport(Transport):
 
     def _connect(self, key_files: list[str] | None, known_hosts: Path) -> None:
         device = self.device
+        # A key read once per run rather than at each connection (paramiko tries each key
+        # type in turn on the file); the same key, so the same login.
+        keys = [_private_key(f) for f in key_files or []]
+        pkey = keys[0] if len(keys) == 1 else None
         try:
             self.client.connect(
                 self.hostname,
                 port=self.port,
                 username=self.user,
-                key_filename=key_files,  # type: ignore[arg-type]  # stubs say str; a list works
+                pkey=pkey,
+                # stubs say str; a list works
+                key_filename=None if pkey else key_files,  # type: ignore[arg-type]
                 timeout=CONNECT_TIMEOUT_S,
                 banner_timeout=CONNECT_TIMEOUT_S,
                 auth_timeout=CONNECT_TIMEOUT_S,
@@ -197,6 +286,28 @@ class SSHTransport(Transport):
             except FileNotFoundError:
                 return False
         return True
+
+    def makedirs(self, remote: str) -> None:
+        with _device_errors(self.device.name, f"making the folder {remote}"):
+            self._makedirs(remote.rstrip("/") or "/")
+
+    def _makedirs(self, remote: str) -> None:
+        """mkdir -p over SFTP: no command, so no login shell, on the device."""
+        try:
+            self.sftp.stat(remote)
+            return
+        except FileNotFoundError:
+            pass
+        parent = posixpath.dirname(remote)
+        if parent and parent != remote:
+            self._makedirs(parent)
+        try:
+            self.sftp.mkdir(remote)
+        except OSError:
+            with contextlib.suppress(OSError):  # made meanwhile by another controller
+                if stat.S_ISDIR(self.sftp.stat(remote).st_mode or 0):
+                    return
+            raise
 
     def put(self, local: Path, remote: str) -> None:
         tmp = f"{remote}.{os.getpid()}.{threading.get_ident()}.tmp"
