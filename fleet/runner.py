@@ -269,8 +269,10 @@ class DeviceRun:
         wanted = set(missing)
         if self.agent_path in wanted:
             wanted |= {r for r in files if r not in wanted and not transport.exists(r)}
-        for folder in sorted({posixpath.dirname(remote) for remote in wanted} - {""}):
-            transport.makedirs(folder)
+        folders = {posixpath.dirname(remote) for remote in wanted} - {""}
+        for folder in sorted(folders):
+            if not any(other.startswith(folder + "/") for other in folders):
+                transport.makedirs(folder)  # with its parents
         for remote, local in files.items():
             if remote in wanted:
                 progress(name, f"push {local.name}")

@@ -173,8 +173,7 @@ def test_the_local_device_takes_the_same_path(
         "run",  # ends at once: no agent there
         "exists",  # so it is looked for ...
         "exists",  # ... and the model too: the agent could not say
-        "makedirs",
-        "makedirs",
+        "makedirs",  # cache/, and the workdir with it
         "put",
         "put",
         "run",

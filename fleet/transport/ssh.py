@@ -155,6 +155,15 @@ def _device_errors(device: str, what: str) -> Iterator[None]:
 _REFUSALS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EROFS}
 
 
+def _close(channel: paramiko.Channel) -> None:
+    """Stop a command by closing its channel. paramiko marks the channel closed before it
+    sends the close, so the thread reading it can see the end, close the whole connection and
+    leave the send failing: the command is stopped either way (sshd ends a session whose
+    channel or connection is gone)."""
+    with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+        channel.close()
+
+
 class SSHTransport(Transport):
     def __init__(self, device: Device) -> None:
         super().__init__(device)
@@ -276,7 +285,7 @@ class SSHTransport(Transport):
             channel.makefile("rb"),
             channel.makefile_stderr("rb"),
             channel.recv_exit_status,
-            channel.close,
+            lambda: _close(channel),
         )
 
     def exists(self, remote: str) -> bool:
