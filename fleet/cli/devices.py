@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from fleet.cli.options import devices_option, inventory_option
 from fleet.cli.run import SHARD
 from fleet.results.tables import format_table
 
@@ -33,18 +34,8 @@ COLUMNS = (
 
 
 @click.command()
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    envvar="FLEET_INVENTORY",
-    show_envvar=True,
-    help="Inventory file or folder (without one, only `local`).",
-)
-@click.option(
-    "--devices",
-    default=None,
-    help="Comma-separated groups, hosts or tags (default: `local`, or `all` with an inventory).",
-)
+@inventory_option
+@devices_option
 @click.option(
     "--parallel",
     type=click.IntRange(min=1),

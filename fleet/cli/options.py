@@ -13,6 +13,18 @@ from fleet.results.store import Store
 if TYPE_CHECKING:
     from fleet.config import Config
 
+inventory_option = click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    envvar="FLEET_INVENTORY",
+    show_envvar=True,
+    help="Inventory file or folder (without one, only `local`).",
+)
+devices_option = click.option(
+    "--devices",
+    default=None,
+    help="Comma-separated groups, hosts or tags (default: `local`, or `all` with an inventory).",
+)
 store_option = click.option(
     "--store",
     "store_path",

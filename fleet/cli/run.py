@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from fleet.cli.options import config_option, open_config, open_store, store_option
+from fleet.cli.options import (
+    config_option,
+    devices_option,
+    inventory_option,
+    open_config,
+    open_store,
+    store_option,
+)
 from fleet.patience import Patience
 from fleet.results.tables import results_table
 from fleet.runlock import DEFAULT_TIMEOUT_S, IF_BUSY, exclusive
@@ -28,18 +35,8 @@ SHARD = _Shard()
 
 @click.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    envvar="FLEET_INVENTORY",
-    show_envvar=True,
-    help="Inventory file or folder (without one, only `local`).",
-)
-@click.option(
-    "--devices",
-    default=None,
-    help="Comma-separated groups, hosts or tags (default: `local`, or `all` with an inventory).",
-)
+@inventory_option
+@devices_option
 @store_option
 @click.option(
     "--parallel",
