@@ -5,7 +5,7 @@ Starts a lab (`--devices` real sshds, each pinned to one core) and runs the same
 per simulated night (`--nights`, one `fleet run` each, gated as a suite with `regressions:`
 is). The suite has four models on every device:
 
-- `slower`: ten 512x512 matrix products per inference; from night `--change` on, eleven (a
+- `slower`: ten products with one 256x256 weight per inference; from night `--change` on, eleven (a
   model that does 10 % more work: a real slowdown, not an edited number);
 - `faster`: eleven, then ten from the same night (a planted ~10 % improvement);
 - `steady`: ten every night, and `digits_cnn` from the zoo: neither changes.
@@ -22,6 +22,10 @@ environment (`--otava-python`; it pins numpy 2.2, so it cannot share fleet's):
     python bench/nightly_series.py --nights 20 --change 15 --devices 2 --out /tmp/nightly
     python bench/nightly_series.py --replay /tmp/nightly    # the analysis again, no runs
 
+A real device has its cores to itself; a lab device shares this machine with everything
+else on it. So that the series measures fleet and not the neighbours, the devices' sshds
+(and so every agent and worker they start) go into a CPU cgroup of the highest weight:
+when the machine is busy the rest waits, not the device (`--no-priority` turns it off).
 `--lenient` relaxes the suite's validity limits (CPU wait, CV, drift) for a machine so busy
 that most results would otherwise be marked noisy and never judged.
 """
@@ -29,8 +33,10 @@ that most results would otherwise be marked noisy and never judged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,12 +48,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fleet.regressions import is_valid
+from fleet.regressions.series import is_valid
 from fleet.results.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 OTAVA_PYTHON = Path.home() / ".cache" / "fleet" / "otava-venv" / "bin" / "python"
-SIZE = 512
+SIZE, ROWS = 256, 64  # ten [64, 256] x [256, 256] products: ~3 ms on one core
 LATENCY = ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_ips")
 
 SUITE = """\
@@ -91,7 +97,7 @@ json.dump(out, sys.stdout)
 
 
 def matmul_chain(path: Path, layers: int) -> Path:
-    """`layers` products with one shared 512x512 weight: more layers, more work, the same
+    """`layers` products with one shared SIZE x SIZE weight: more layers, more work, the same
     memory."""
     rng = np.random.default_rng(0)
     weight = (rng.standard_normal((SIZE, SIZE)) / np.sqrt(SIZE)).astype(np.float32)
@@ -100,8 +106,8 @@ def matmul_chain(path: Path, layers: int) -> Path:
     graph = helper.make_graph(
         nodes,
         "chain",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", SIZE])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", SIZE])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", ROWS, SIZE])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", ROWS, SIZE])],
         [numpy_helper.from_array(weight, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -117,7 +123,8 @@ def run_nights(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ten, eleven = matmul_chain(out / "chain10.onnx", 10), matmul_chain(out / "chain11.onnx", 11)
     folder = out / "lab"
-    lab.up(folder, args.devices)
+    devices = lab.up(folder, args.devices)
+    group = priority_cgroup([d.pid for d in devices]) if args.priority else None
     nights = []
     try:
         for night in range(1, args.nights + 1):
@@ -143,12 +150,37 @@ def run_nights(args: argparse.Namespace) -> None:
             seconds = time.monotonic() - started
             judged = [line for line in done.stderr.splitlines() if "regression" in line]
             print(f"night {night:2d}: exit {done.returncode} in {seconds:.0f} s", flush=True)
-            for line in judged:
+            for line in judged if done.returncode < 2 else done.stderr.splitlines()[-3:]:
                 print(f"    {line}", flush=True)
             nights.append({"night": night, "exit": done.returncode, "seconds": seconds})
     finally:
         lab.down(folder)
+        if group is not None:
+            with contextlib.suppress(OSError):
+                group.rmdir()
     (out / "nights.json").write_text(json.dumps(nights, indent=1))
+
+
+def priority_cgroup(pids: list[int]) -> Path | None:
+    """A CPU cgroup of the highest weight holding `pids` (cgroup v1 `cpu.shares` or v2
+    `cpu.weight`); None, with a line saying so, where this machine does not allow one."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    base = v1 if (v1 / "cpu.shares").exists() else Path("/sys/fs/cgroup")
+    group = base / f"fleet-nightly-{os.getpid()}"
+    try:
+        group.mkdir()
+        if base == v1:
+            (group / "cpu.shares").write_text("262144")
+        else:
+            (group / "cpu.weight").write_text("10000")
+        for pid in pids:
+            (group / "cgroup.procs").write_text(str(pid))
+    except OSError as error:
+        print(f"(no priority cgroup: {error}; the devices share the CPU with everything else)")
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        return None
+    return group
 
 
 def analyse(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,6 +298,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=False, help="folder for the lab and the store")
     parser.add_argument("--replay", type=Path, help="analyse the runs in this folder again")
     parser.add_argument("--lenient", action="store_true", help="relax the validity limits")
+    parser.add_argument(
+        "--no-priority", dest="priority", action="store_false",
+        help="leave the devices in this machine's CPU cgroup (no priority over its other work)",
+    )  # fmt: skip
     parser.add_argument("--otava-python", default=str(OTAVA_PYTHON))
     args = parser.parse_args()
     if args.replay is None and args.out is None:

@@ -7,7 +7,6 @@ so tests build a job the way a run does. The job's types are the agent's own
 
 from __future__ import annotations
 
-import functools
 import getpass
 import socket
 from collections.abc import Mapping
@@ -15,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.artifacts import Artifact
-from fleet.artifacts.cache import sha256_file
-from fleet.plan import Case, DevicePlan, Key
+from fleet.plan import Case, DevicePlan, Key, dataset_on_device
 from fleet_agent import protocol
 
 
@@ -48,7 +46,7 @@ def build_job(
         uploads[remote] = artifact.path
         dataset = None
         if case.model.dataset is not None:
-            dataset = f"{workdir}/cache/{_sha256(case.model.dataset)}.npz"
+            dataset = dataset_on_device(workdir, case.model.dataset)
             uploads[dataset] = case.model.dataset
         reference = f"{outputs}/{case.model.name}.npy" if case.has_reference else None
         job_cases.append(
@@ -64,7 +62,7 @@ def build_job(
                 "dataset": dataset,
                 "save_outputs": reference if case.is_reference else None,
                 "reference": reference if not case.is_reference else None,
-                "inputs": artifact.card.inputs,
+                "inputs": case.inputs(artifact.card.inputs),
                 "settings": case.settings,
             }
         )
@@ -77,15 +75,3 @@ def build_job(
         "cases": job_cases,
     }
     return DeviceJob(job, cases, [(path, remote) for remote, path in uploads.items()])
-
-
-def _sha256(path: Path) -> str:
-    """A data set's hash, computed once per run rather than once per device (a job is built
-    for each device, and again for each attempt)."""
-    version = path.stat()
-    return _sha256_of(path, version.st_size, version.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)

@@ -1,14 +1,17 @@
-"""The plan: suite × devices × variants, expanded into the cases each device will run."""
+"""The plan: suite × devices × variants × shapes, expanded into the cases each device runs."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from fleet.artifacts.cache import sha256_file
 from fleet.artifacts.variant import Variant
 from fleet.inventory import Device
-from fleet.suite import ModelSpec, Suite
-from fleet_agent.protocol import Settings, Task
+from fleet.suite import ModelSpec, Shape, Suite
+from fleet_agent.protocol import InputSpec, Settings, Task
 
 RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
 # The variant every other one is compared with for accuracy drop and agreement.
@@ -20,13 +23,47 @@ Key = tuple[str, str]  # (model name, variant as written in the suite): one conv
 @dataclass(frozen=True)
 class Case:
     model: ModelSpec
-    variant: Variant
+    variant: Variant  # as the suite writes it
     settings: Settings
     budgets: Mapping[str, float]
+    shape: Shape = field(default_factory=Shape)
 
     @property
     def id(self) -> str:
-        return f"{self.model.name}/{self.variant}"
+        label = f"@{self.shape.label}" if self.shape.label else ""
+        return f"{self.model.name}/{self.variant}{label}"
+
+    @property
+    def series_variant(self) -> str:
+        """The variant as converted ("onnx:int8-static"): what tells its series apart."""
+        return self.model.series_variant(self.variant).spec()
+
+    @property
+    def input_shapes(self) -> str | None:
+        """The shapes fed for timing ("input_ids=1x128,attention_mask=1x128")."""
+        return self.shape.describe(self.settings["batch"]) if self.shape.inputs else None
+
+    @property
+    def shape_tag(self) -> str | None:
+        """The shapes when the suite or the data set chose them (a model with open
+        dimensions): part of the series. None when the model fixes them."""
+        return self.input_shapes if self.shape.chosen else None
+
+    def inputs(self, card_inputs: Sequence[InputSpec]) -> list[InputSpec]:
+        """The converted file's inputs (names and types as its card says) with the shapes
+        this case feeds, every dimension set (axis 0: the batch)."""
+        dims = self.shape.dims(self.settings["batch"])
+        if len(dims) != len(card_inputs):
+            return list(card_inputs)
+        by_order = list(dims.values())
+        return [
+            {
+                "name": spec["name"],
+                "shape": list(dims.get(spec["name"], by_order[index])),
+                "dtype": spec["dtype"],
+            }
+            for index, spec in enumerate(card_inputs)
+        ]
 
     @property
     def key(self) -> Key:
@@ -34,8 +71,8 @@ class Case:
 
     @property
     def task(self) -> Task:
-        # A decoder (declared in the suite) also gets time to first token and tokens/s.
-        return "generate" if self.model.declared.get("architecture") == "decoder" else None
+        # A decoder language model also gets time to first token and tokens/s.
+        return "generate" if self.model.generates else None
 
     @property
     def runtime(self) -> str:
@@ -71,7 +108,8 @@ class Plan:
 
 
 def make_plan(suite: Suite, devices: Sequence[Device]) -> Plan:
-    """Cases per device, the reference variant of each model first (others compare to it)."""
+    """Cases per device: per model and shape, the reference variant first (the others
+    compare with it)."""
     plans = []
     for device in devices:
         cases = [
@@ -80,8 +118,10 @@ def make_plan(suite: Suite, devices: Sequence[Device]) -> Plan:
                 variant,
                 suite.measure_for(device.device_class),
                 suite.budgets_for(model, device.device_class),
+                shape,
             )
             for model in suite.models
+            for shape in model.shapes
             for variant in sorted(model.variants, key=lambda v: v != REFERENCE)
         ]
         plans.append(DevicePlan(device, tuple(cases)))
@@ -96,8 +136,21 @@ def describe(plan: Plan) -> list[str]:
         lines.append(f"{device.name} ({device.device_class}, {device.host})")
         for case in device_plan.cases:
             s = case.settings
+            shapes = f" {case.input_shapes}" if case.shape.chosen else ""
             lines.append(
                 f"  {case.id:32} {case.runtime}/{s['provider']} threads={s['threads']}"
-                f" batch={s['batch']}"
+                f" batch={s['batch']}{shapes}"
             )
     return lines
+
+
+def dataset_on_device(workdir: str, dataset: Path) -> str:
+    """Where a data set lies on a device: named by its sha256, so it is sent once."""
+    version = dataset.stat()
+    return f"{workdir}/cache/{_sha256_of(dataset, version.st_size, version.st_mtime_ns)}.npz"
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    """Computed once per version of the file, not once per device and attempt."""
+    return sha256_file(path)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from fleet.artifacts import Artifact
 from fleet.inventory import Device
-from fleet.plan import Case
+from fleet.plan import Case, dataset_on_device
 from fleet.results.record import Record, make_record
 from fleet.suite import check_budgets
 from fleet_agent import protocol
@@ -29,10 +29,17 @@ class DeviceContext:
     facts: Mapping[str, protocol.Fact] = field(default_factory=dict)
     # FP32 accuracy per model on this device: the other variants' accuracy drop is against it.
     reference_accuracy: dict[str, float] = field(default_factory=dict)
+    # (runtime, provider asked for) -> the provider that ran, from this device's results: a
+    # case that failed is shown under it too (ONNX Runtime may fall back from CUDA to CPU).
+    providers: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def tags(ctx: DeviceContext, case: Case | None = None) -> dict[str, str]:
-    """The device's tags, and the case's when there is one (what the suite asked for)."""
+    """The device's tags, and the case's when there is one: what identifies its series.
+
+    `variant` is the variant as converted (`onnx:int8-static`: two int8 modes are two
+    series); `shape` the input shapes when the suite or the data set chose them; `provider`
+    the one that runs, as far as it is known before a result says."""
     found = {
         "suite": ctx.suite,
         "device": ctx.device.name,
@@ -41,15 +48,19 @@ def tags(ctx: DeviceContext, case: Case | None = None) -> dict[str, str]:
         "os": str(ctx.facts.get("os", "unknown")),
     }
     if case is not None:
+        asked = (case.runtime, case.settings["provider"])
         found.update(
             model=case.model.name,
             format=case.variant.format,
             precision=case.variant.precision,
+            variant=case.series_variant,
             runtime=case.runtime,
-            provider=case.settings["provider"],
+            provider=ctx.providers.get(asked, protocol.provider_that_runs(*asked)),
             batch=str(case.settings["batch"]),
             threads=str(case.settings["threads"]),
         )
+        if case.shape_tag is not None:
+            found["shape"] = case.shape_tag
     return found
 
 
@@ -65,19 +76,33 @@ def device_record(ctx: DeviceContext) -> Record:
     return make_record("device", tags(ctx), fields)
 
 
-def _artifact_fields(ctx: DeviceContext, artifact: Artifact) -> dict[str, object]:
+def _artifact_fields(ctx: DeviceContext, case: Case, artifact: Artifact) -> dict[str, object]:
     return {
         "run_id": ctx.run_id,
         "model_sha256": artifact.sha256,
         "agent_version": ctx.agent_version,
         "model_size_mb": artifact.card.model_size_mb,
         "params": artifact.card.params,
+        "input_shapes": case.input_shapes,
     }
+
+
+def _for_user(ctx: DeviceContext, case: Case, text: str) -> str:
+    """An agent's message names the data set by its copy on the device; the user knows the
+    file the suite names."""
+    dataset = case.model.dataset
+    if dataset is None:
+        return text
+    try:
+        on_device = dataset_on_device(ctx.device.workdir, dataset)
+    except OSError:  # gone since the job was built: the device's name is all there is
+        return text
+    return text.replace(on_device, str(dataset))
 
 
 def refused_record(ctx: DeviceContext, case: Case, artifact: Artifact, reason: str) -> Record:
     """A variant whose conversion lost more than its budget: decided before device time."""
-    fields = _artifact_fields(ctx, artifact)
+    fields = _artifact_fields(ctx, case, artifact)
     fields.update(status="refused", message=reason, passed=False)
     return make_record("result", tags(ctx, case), fields)
 
@@ -86,10 +111,10 @@ def error_record(
     ctx: DeviceContext, case: Case, artifact: Artifact, event: protocol.CaseError
 ) -> Record:
     """A case the agent could not measure; a skipped case (no runtime here) judges nothing."""
-    fields = _artifact_fields(ctx, artifact)
-    fields.update(status=event["kind"], message=event["message"])
-    if event["kind"] != "skipped":
-        fields["passed"] = False
+    fields = _artifact_fields(ctx, case, artifact)
+    fields.update(status=event["kind"], message=_for_user(ctx, case, event["message"]))
+    if event["kind"] != "skipped":  # every failed case carries its kind, as device errors do
+        fields.update(passed=False, error_kind=event["kind"])
     return make_record("result", tags(ctx, case), fields)
 
 
@@ -97,7 +122,7 @@ def failed_record(
     ctx: DeviceContext, case: Case, artifact: Artifact, kind: str, message: str
 ) -> Record:
     """A case its device never finished: unreachable, connection lost, hung, interrupted..."""
-    fields = _artifact_fields(ctx, artifact)
+    fields = _artifact_fields(ctx, case, artifact)
     fields.update(status="error", error_kind=kind, message=message, passed=False)
     return make_record("result", tags(ctx, case), fields)
 
@@ -107,17 +132,24 @@ def result_record(
 ) -> Record:
     """A measured case, judged against its budgets. The reference variant's accuracy is
     remembered in ``ctx`` for the variants after it (the plan puts it first)."""
-    fields = _artifact_fields(ctx, artifact)
+    fields = _artifact_fields(ctx, case, artifact)
     measured = {k: v for k, v in event["fields"].items() if _finite(v)}
     fields.update(measured, status="ok")
+    problem = measured.get("accuracy_error")
+    if isinstance(problem, str):
+        fields["accuracy_error"] = _for_user(ctx, case, problem)
     accuracy = measured.get("accuracy_top1")
     if case.is_reference and isinstance(accuracy, float):
         ctx.reference_accuracy[case.model.name] = accuracy
     elif isinstance(accuracy, float) and case.model.name in ctx.reference_accuracy:
         fields["accuracy_drop_pp"] = (ctx.reference_accuracy[case.model.name] - accuracy) * 100
     broken = check_budgets(fields, case.budgets)
+    if case.model.dataset is not None and "accuracy_samples" not in measured:
+        # The latency stands; the data set the suite asked to score it on was not.
+        broken.append(f"accuracy: not scored ({fields.get('accuracy_error', 'no reason given')})")
     fields.update(passed=not broken, budget_failures="; ".join(broken))
     # The runtime and provider that actually ran (a provider can fall back).
+    ctx.providers[(case.runtime, case.settings["provider"])] = event["tags"]["provider"]
     return make_record("result", {**tags(ctx, case), **event["tags"]}, fields)
 
 

@@ -22,13 +22,13 @@ from fleet.errors import ConfigError
 from fleet.inventory import load_inventory
 from fleet.plan import Case, DevicePlan, Plan, make_plan
 from fleet.records import DeviceContext, tags
-from fleet.results.record import Record
+from fleet.results.record import Record, tag
 from fleet.results.store import RunInfo, Store
 from fleet.runner import Progress, prepare_artifacts
 from fleet.suite import Suite, load_suite
 
-# A result's identity in its run: (device, model, format, precision). A suite with both int8
-# modes of one model has two cases per identity; their model_sha256 tells them apart.
+# A result's identity in its run: (device, model, variant as converted, shape). A result
+# stored before results had a `variant` tag reads as format:precision (fleet.results.record.tag).
 Identity = tuple[str, str, str, str]
 # The tags a case's settings and device decide; a rerun must give each the same value.
 SETTING_TAGS = ("device_class", "batch", "threads")
@@ -219,11 +219,11 @@ def _same_file(path: Path, sha256: str, run_id: str, what: str) -> None:
 
 
 def _identity(found: Mapping[str, str]) -> Identity:
-    return (found["device"], found["model"], found["format"], found["precision"])
+    return (found["device"], found["model"], tag(found, "variant"), found.get("shape", ""))
 
 
 def _case_identity(device: str, case: Case) -> Identity:
-    return (device, case.model.name, case.variant.format, case.variant.precision)
+    return (device, case.model.name, case.series_variant, case.shape_tag or "")
 
 
 def _only(plan: Plan, before: Mapping[Identity, Sequence[Record]]) -> Plan:

@@ -282,6 +282,7 @@ def fill_store(store: Store, runs: int = 2) -> list[Record]:
             for v, (model, fmt, precision) in enumerate(VARIANTS):
                 runtime = "onnxruntime" if fmt == "onnx" else "litert"
                 tags = {**base, **case, "model": model, "format": fmt, "precision": precision}
+                tags["variant"] = f"{fmt}:{precision}" + ("-static" if precision == "int8" else "")
                 fields: dict[str, object] = {"run_id": run_id, "model_sha256": f"{v:064x}"}
                 if night == 0 and device == "pi5-a" and (fmt, precision) == ("tflite", "int8"):
                     fields.update(status="timeout", message="took over 60 s", passed=False)
@@ -303,6 +304,7 @@ def fill_store(store: Store, runs: int = 2) -> list[Record]:
                 at += 10**6
                 results.append(add("result", {**tags, "runtime": runtime}, fields, at))
             decoder = {**base, **case, "model": "tiny_gpt", "format": "onnx", "precision": "fp32"}
+            decoder["variant"] = "onnx:fp32"
             p50 = 2.0 * (d + 1) + night / 10
             fields = {
                 "run_id": run_id,

@@ -18,8 +18,9 @@ from servers import InfluxServer, fill_store
 from fleet.cli import main
 from fleet.cli.results import results
 from fleet.config import InfluxConfig
-from fleet.regressions import check_run
+from fleet.regressions.check import check_run
 from fleet.results.influx import push_pending
+from fleet.results.record import make_record
 from fleet.results.store import Store
 from fleet.suite import Regressions
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCE_UID = "fleet-influxdb"
-VARIABLES = ("suite", "device", "model", "precision")
+VARIABLES = ("suite", "device", "model", "precision", "variant")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -139,9 +140,10 @@ def test_dashboard_files_are_wired_to_the_provisioned_data_source() -> None:
         for where, query in queries(dashboard):
             assert "from(bucket" not in query, f"{path.name} {where}: Flux is not InfluxQL"
             if any(f'FROM "{m}"' in query for m in ("result", "generation", "regression")):
-                # The accuracy drop is about the other precisions, whatever $precision says.
+                # The accuracy drop is about the other variants, whatever $precision and
+                # $variant say.
                 filters = ["suite", "device", "model"]
-                filters += [] if "\"precision\" != 'fp32'" in query else ["precision"]
+                filters += [] if "\"precision\" != 'fp32'" in query else ["precision", "variant"]
                 for name in filters:
                     assert f'"{name}" =~ /^${name}$/' in query, f"{path.name} {where}: ${name}?"
     assert len(uids) == len(DASHBOARDS)
@@ -222,6 +224,44 @@ def test_regressions_table_shows_each_flagged_change(
     )
     assert {row[-1] for row in stored} == {"regression", "improvement"}
     assert shown == stored  # every flagged change, once
+
+
+def test_two_int8_modes_are_two_series_in_every_result_panel(
+    influxdb_server: InfluxServer, tmp_path: Path
+) -> None:
+    """Issue 13: int8-static and int8-dynamic share format and precision. Grouped by those
+    alone they were one series, the later result hiding the other; each is its own."""
+    store = Store(tmp_path / "modes.sqlite")
+    run_id = "20261201T020000Z-0000aa"
+    store.start_run(run_id, "modes", ["lab1"])
+    tags = {
+        "suite": "modes", "device": "lab1", "device_class": "lab", "arch": "x86_64",
+        "os": "linux", "model": "encoder", "format": "onnx", "precision": "int8",
+        "runtime": "onnxruntime", "provider": "cpu", "batch": "1", "threads": "1",
+    }  # fmt: skip
+    figures = {"onnx:int8-static": 52.0, "onnx:int8-dynamic": 262.0}
+    for offset, (variant, p50) in enumerate(figures.items()):
+        fields = {
+            "run_id": run_id, "status": "ok", "latency_ms_p50": p50, "latency_ms_p95": p50,
+            "peak_rss_mb": 90.0, "accuracy_top1": 0.9, "accuracy_drop_pp": 0.5,
+        }  # fmt: skip
+        at = time.time_ns() - offset * 10**6
+        store.add(make_record("result", {**tags, "variant": variant}, fields, at))
+    assert push_pending(store, InfluxConfig(url=influxdb_server.url)).pending == 0
+    checked = 0
+    for path in DASHBOARDS:
+        for where, query in queries(load(path)):
+            if 'FROM "result"' not in query or "GROUP BY" not in query:
+                continue
+            answer = influxdb_server.query(interpolate(query, dict.fromkeys(VARIABLES)))
+            (result,) = answer["results"]
+            shown = [s["tags"]["variant"] for s in result["series"]]
+            assert sorted(shown) == sorted(figures), f"{path.name} {where}"
+            checked += 1
+    assert checked >= 8
+    p50 = interpolate(panel("fleet-compare.json", "latency_ms_p50"), dict.fromkeys(VARIABLES))
+    (result,) = influxdb_server.query(p50)["results"]
+    assert {s["tags"]["variant"]: s["values"][-1][1] for s in result["series"]} == figures
 
 
 @pytest.mark.parametrize("field", ["ttft_ms", "decode_tokens_per_s"])

@@ -1,93 +1,41 @@
 """A full disk loses nothing: not on the store's side (records wait in memory and in a spill
 file that `fleet results import` reads back; the run ends with exit 2 and a status), not on
-the device's (the latency measured is kept when only saving the outputs failed).
+the device's (the latency measured is kept when only saving the outputs failed). A whole
+`fleet run` on a lab device whose store disk fills is a row of the fault matrix
+(tests/test_faults_lab.py).
 
-Each test fills a real small file system: a 2 MiB tmpfs (as root), else a loop-mounted ext2
-image; where neither can be mounted (not root, no loop device), it is skipped with the reason.
+Each test fills a real small file system (tests/disks.py): a 2 MiB tmpfs (as root), else a
+loop-mounted ext2 image; where neither can be mounted, it is skipped with the reason.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from disks import Disk, small_disk
 from jobs import make_case, of, serve, settings
 
 from fleet.errors import ConfigError
-from fleet.inventory import local_device
-from fleet.plan import make_plan
 from fleet.results import store as store_module
 from fleet.results.record import make_record
 from fleet.results.store import Store, StoreFullError
-from fleet.suite import load_suite
 from fleet_agent import accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo"
 
 
-class Disk:
-    """A small mounted file system that a test can fill up and free again."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.ballast = root / "ballast"
-
-    def fill(self) -> None:
-        """Write until the file system refuses even one byte more."""
-        with self.ballast.open("ab", buffering=0) as handle:
-            for chunk in (1 << 16, 1 << 12, 1 << 9, 1):
-                with pytest.raises(OSError, match="No space left") as full:  # noqa: PT012
-                    while True:
-                        handle.write(b"\xa5" * chunk)
-                assert full.value.errno == errno.ENOSPC
-        assert os.statvfs(self.root).f_bavail == 0
-
-    def free(self) -> None:
-        self.ballast.unlink()
-
-
-def _fails(argv: list[str]) -> str | None:
-    """None when the command succeeds, else why not."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        return f"{argv[0]}: {exc}"
-    return None if done.returncode == 0 else f"{argv[0]}: {done.stderr.strip() or done.returncode}"
-
-
-def _mount(target: Path, image: Path) -> str | None:
-    """Mount a 2 MiB tmpfs on target, else a 4 MiB ext2 loop file; None, or why neither."""
-    why = _fails(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(target)])
-    if why is None:
-        return None
-    with image.open("wb") as handle:
-        handle.truncate(4 << 20)
-    loop = _fails(["mkfs.ext2", "-q", "-F", str(image)]) or _fails(
-        ["mount", "-o", "loop", str(image), str(target)]
-    )
-    return None if loop is None else f"tmpfs ({why}), loop file ({loop})"
-
-
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Disk]:
     target = tmp_path / "disk"
     target.mkdir()
-    why = _mount(target, tmp_path / "disk.img")
-    if why is not None:
-        pytest.skip(f"needs a small file system to fill, and mounting one failed: {why}")
-    try:
-        yield Disk(target)
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=True)
+    with small_disk(target, tmp_path / "disk.img") as mounted:
+        yield mounted
 
 
 @pytest.fixture
@@ -179,90 +127,6 @@ def test_a_bad_spill_file_is_one_line_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         store.import_spill(spill)
     assert str(raised.value) == f"{spill}:1: not a line of a fleet spill file"
-
-
-def fleet(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fleet", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-@pytest.mark.slow
-def test_a_run_whose_store_disk_fills_loses_nothing(disk: Disk, tmp_path: Path) -> None:
-    """`fleet run` on the built-in `local` device; the store's disk fills as the cases begin."""
-    suite_file = tmp_path / "quick.yaml"
-    suite_file.write_text(f"""
-name: quick
-measure: {{warmup_iterations: 5, min_iterations: 100, max_seconds: 2, repetitions: 1}}
-models:
-  - {{name: mlp, path: {ZOO / "digits_mlp.onnx"}, dataset: {ZOO / "digits_test.npz"}}}
-  - {{name: cnn, path: {ZOO / "digits_cnn.onnx"}, dataset: {ZOO / "digits_cnn_test.npz"}}}
-""")
-    spill_dir = tmp_path / "tmpdir"
-    spill_dir.mkdir()
-    store = disk.root / "results.sqlite"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env |= {"FLEET_HOME": str(tmp_path / "home"), "FLEET_CACHE": str(tmp_path / "cache")}
-    env |= {"TMPDIR": str(spill_dir)}
-    planned = make_plan(load_suite(suite_file), [local_device()]).devices[0].cases
-
-    proc = fleet("run", str(suite_file), "--store", str(store), env=env)
-    assert proc.stderr is not None
-    seen = ""
-    while "[local] running" not in seen:  # the run is in the store; the agent starts
-        line = proc.stderr.readline()
-        assert line, f"the run ended before its cases:\n{seen}"
-        seen += line
-    disk.fill()
-    out, err = proc.communicate(timeout=300)
-    err = seen + err
-
-    # Exit 2 with one line saying where the results are (and how to read them back).
-    assert proc.returncode == 2, err
-    (spill,) = spill_dir.glob("fleet-spill-*.jsonl")
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: no space left on device for the store ({store}): ")
-    assert last.endswith(
-        f" kept in {spill} ($TMPDIR); free space, then"
-        f" `fleet results import {spill} --store {store}`"
-    )
-    assert f"warning: no space left on device for the store ({store})" in err
-    assert "Traceback" not in err
-
-    # The run is closed (exit 2, from the reserve), not "running"; the results are spilled.
-    disk.free()  # (a store does not open on a full disk: SQLite's shared memory needs room)
-    (run,) = Store(store).runs()
-    assert run.exit_code == 2 and run.finished_ns is not None
-    spilled = [json.loads(line) for line in spill.read_text().splitlines()]
-    results = [op for op in spilled if op.get("measurement") == "result"]
-    assert len(results) + run.results == len(planned)
-    assert all(op["fields"]["latency_ms_p50"] > 0 for op in results)
-    listed = subprocess.run(
-        [sys.executable, "-m", "fleet", "results", "list", "--store", str(store)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "running" not in listed.stdout
-
-    # The import puts every measured result in the store, with the run's own exit code.
-    imported = fleet("results", "import", str(spill), "--store", str(store), env=env)
-    out, err = imported.communicate(timeout=120)
-    assert imported.returncode == 0, err
-    records = sum(op["op"] == "record" for op in spilled)
-    assert out.startswith(f"{records} record(s) from {spill} into {store} (0 already")
-    reopened = Store(store)
-    (run,) = reopened.runs()
-    stored = reopened.records(run.run_id, "result")
-    assert run.exit_code in (0, 1) and run.results == len(planned)
-    assert {r.tags["model"] for r in stored} == {case.model.name for case in planned}
-    assert all(r.fields["status"] == "ok" and r.number("latency_ms_p50") for r in stored)
-    assert reopened.records(run.run_id, "run")  # the summary too
 
 
 def test_outputs_on_a_full_device_disk_keep_the_latency(disk: Disk) -> None:

@@ -1,4 +1,4 @@
-"""Baselines and regression detection (fleet/regressions.py, docs/regressions.md).
+"""Baselines and regression detection (fleet/regressions/, docs/regressions.md).
 
 Pure logic on synthetic series first (seeded, so every run sees the same numbers), then the
 check on a real store, the CLI, the JUnit export, and last one end-to-end test: real
@@ -22,18 +22,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fleet.cli import main
 from fleet.errors import ConfigError
-from fleet.regressions import (
-    METRICS,
-    Point,
-    Verdict,
-    change_points,
-    check_run,
-    gating,
-    judge,
-    open_regressions,
-    parse_since,
-    t_quantile,
-)
+from fleet.regressions.changepoints import change_points
+from fleet.regressions.check import check_run, gating
+from fleet.regressions.judge import Verdict, judge, t_quantile
+from fleet.regressions.series import METRICS, Point
+from fleet.regressions.stored import open_regressions, parse_since
 from fleet.results.export import to_junit
 from fleet.results.record import make_record
 from fleet.results.store import Store
@@ -181,7 +174,7 @@ def test_minimum_effect_and_direction_per_metric() -> None:
 
 
 def test_change_points_statistic_is_e_divisive_means() -> None:
-    from fleet.regressions import _split_statistics
+    from fleet.regressions.changepoints import _split_statistics
 
     x = np.random.default_rng(0).standard_normal(12)
     x[7:] += 2
@@ -579,7 +572,9 @@ def test_a_real_slowdown_on_the_local_device_fails_the_run(
     code, output = night("heavy.onnx")
     assert code == 1, output
     store = Store(db)
-    run_id = store.find_run(None).run_id
+    run = store.find_run(None)
+    run_id = run.run_id
+    assert run.exit_code == 1  # the stored run says what the gate made of it
     (record,) = store.records(run_id, "regression")
     assert record.tags["model"] == "work" and record.tags["metric"] == "latency_ms_p50"
     assert record.fields["since_run"] == run_id and float(record.fields["change_pct"]) > 100

@@ -305,7 +305,7 @@ def test_an_earlier_run_and_its_failure(store: Store) -> None:
 
 def test_the_regression_checks_own_records_are_shown(tmp_path: Path) -> None:
     """What fleet.regressions stores after each night is what the report reads."""
-    from fleet.regressions import check_run
+    from fleet.regressions.check import check_run
 
     store = RichStore(tmp_path / "results.sqlite")
     fill_store(store, NIGHTS)

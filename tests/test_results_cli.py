@@ -41,11 +41,12 @@ def test_show_prints_a_row_per_case(results_store: Store) -> None:
     assert len(rows) == 15
     # The table `fleet run` printed for the run: a verdict per case, numbers where it has them.
     (timeout,) = [row.split() for row in rows if "TIMEOUT" in row]
-    assert timeout == ["pi5-a", "digits_cnn", "tflite:int8", "litert/cpu", *["-"] * 5, "TIMEOUT"]
+    timeout_row = ["pi5-a", "digits_cnn", "tflite:int8-static", "litert/cpu", *["-"] * 5]
+    assert timeout == [*timeout_row, "TIMEOUT"]
     failed = [row.split()[:3] for row in rows if row.endswith("FAIL")]
     assert failed == [
         ["lab1", "digits_cnn", "onnx:fp32"],
-        ["lab1", "digits_cnn", "tflite:int8"],
+        ["lab1", "digits_cnn", "tflite:int8-static"],
         ["orin-1", "digits_cnn", "onnx:fp32"],
     ]  # over the 10 ms budget
     assert sum(row.endswith("pass") for row in rows) == 11
@@ -58,11 +59,12 @@ def test_compare_puts_devices_side_by_side(results_store: Store) -> None:
     title, header, *rows = result.output.splitlines()
     assert title.startswith("latency_ms_p50 by device for digits_mlp")
     assert header.split()[-3:] == ["lab1", "orin-1", "pi5-a"]
-    by_precision = {row.split()[2]: row.split()[-3:] for row in rows}
+    assert header.split()[:2] == ["model", "variant"]
+    by_variant = {row.split()[1]: row.split()[-3:] for row in rows}
     # The latest night (p50 + 0.1) wins each cell.
-    assert by_precision == {
-        "fp32": ["6.100", "4.100", "2.100"],
-        "int8": ["6.100", "4.100", "2.100"],
+    assert by_variant == {
+        "onnx:fp32": ["6.100", "4.100", "2.100"],
+        "onnx:int8-static": ["6.100", "4.100", "2.100"],
     }
 
 

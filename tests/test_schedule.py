@@ -25,11 +25,14 @@ from click.testing import CliRunner
 from test_cli_startup import HEAVY, imported
 
 from fleet import runlock
-from fleet import schedule as lib
 from fleet.cli import main
 from fleet.cli.run import run
 from fleet.errors import ConfigError
 from fleet.results.store import Store
+from fleet.schedule.command import make_schedule
+from fleet.schedule.cron import cron_fields, crontab_line
+from fleet.schedule.times import _normalize, calendar
+from fleet.schedule.units import exec_line, service_unit, timer_unit, units, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "suites" / "smoke.yaml"
@@ -100,7 +103,7 @@ def setting(unit: str, key: str) -> list[str]:
 def test_units_pass_systemd_analyze_verify(tmp_path: Path, fleet_home: Path, user: bool) -> None:
     folder = tmp_path / AWKWARD
     suite = write_suite(folder)
-    plan = lib.make_schedule(
+    plan = make_schedule(
         suite,
         at="*-*-* 02:00",
         user=user,
@@ -111,9 +114,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, fleet_home: Path, use
         run_options=["--parallel", "4"],
         environ={},
     )
-    files = lib.units(plan)
+    files = units(plan)
     assert sorted(files) == ["fleet-nightly.service", "fleet-nightly.timer"]
-    assert lib.verify(files, user) == []
+    assert verify(files, user) == []
 
     service, timer = files["fleet-nightly.service"], files["fleet-nightly.timer"]
     script = str(Path(sys.executable).parent / "fleet")  # the real console script
@@ -145,13 +148,13 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, fleet_home: Path, use
 
 
 def test_verify_catches_a_broken_unit(tmp_path: Path, fleet_home: Path) -> None:
-    plan = lib.make_schedule(write_suite(tmp_path), at="daily", workdir=tmp_path, environ={})
-    files = lib.units(plan)
+    plan = make_schedule(write_suite(tmp_path), at="daily", workdir=tmp_path, environ={})
+    files = units(plan)
     files[plan.service] = files[plan.service].replace("Type=oneshot", "Type=once")
-    assert any("Type" in line or "type" in line for line in lib.verify(files, False) or [])
-    missing = lib.units(plan)
+    assert any("Type" in line or "type" in line for line in verify(files, False) or [])
+    missing = units(plan)
     missing[plan.service] = missing[plan.service].replace(plan.argv[0], "/nonexistent/fleet")
-    assert any("not executable" in line for line in lib.verify(missing, False) or [])
+    assert any("not executable" in line for line in verify(missing, False) or [])
 
 
 @pytest.mark.parametrize(
@@ -162,27 +165,27 @@ def test_verify_catches_a_broken_unit(tmp_path: Path, fleet_home: Path) -> None:
     ],
 )
 def test_exec_start_reads_back_as_the_same_argv(argv: list[str]) -> None:
-    assert systemd_argv(lib.exec_line(argv)) == argv
+    assert systemd_argv(exec_line(argv)) == argv
 
 
 def test_no_secret_goes_into_a_unit(tmp_path: Path, fleet_home: Path) -> None:
     suite = write_suite(tmp_path)
     for name in ("FLEET_INFLUX_TOKEN", "FLEET_INFLUX_PASSWORD", "API_KEY", "MY_SECRET"):
         with pytest.raises(ConfigError, match=rf"--env {name}: a secret must not be written"):
-            lib.make_schedule(suite, at="daily", env=[f"{name}=x"], environ={})
+            make_schedule(suite, at="daily", env=[f"{name}=x"], environ={})
     # A file that holds one is fine: only its path goes into the unit.
-    plan = lib.make_schedule(
+    plan = make_schedule(
         suite, at="daily", env=["FLEET_INFLUX_TOKEN_FILE=/etc/fleet/token"], environ={}
     )
-    assert "FLEET_INFLUX_TOKEN_FILE=/etc/fleet/token" in lib.service_unit(plan)
+    assert "FLEET_INFLUX_TOKEN_FILE=/etc/fleet/token" in service_unit(plan)
     # A secret set in the shell is not carried, and the warning says where it goes instead.
-    plan = lib.make_schedule(
+    plan = make_schedule(
         suite, at="daily", environ={"FLEET_INFLUX_TOKEN": "s3cret", "FLEET_INFLUX_URL": "u"}
     )
     text = " ".join(plan.warnings)
     assert "put FLEET_INFLUX_TOKEN=... in /etc/fleet/nightly.env (mode 600)" in text
     assert "FLEET_INFLUX_URL is set here but not in the schedule: add --env" in text
-    everything = lib.service_unit(plan) + lib.timer_unit(plan) + lib.crontab_line(plan)
+    everything = service_unit(plan) + timer_unit(plan) + crontab_line(plan)
     assert "s3cret" not in everything
 
 
@@ -204,7 +207,7 @@ def test_bad_input_is_one_clear_line(
     tmp_path: Path, fleet_home: Path, kwargs: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        lib.make_schedule(write_suite(tmp_path), environ={}, **kwargs)  # type: ignore[arg-type]
+        make_schedule(write_suite(tmp_path), environ={}, **kwargs)  # type: ignore[arg-type]
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -227,8 +230,8 @@ def test_bad_input_is_one_clear_line(
     ],
 )
 def test_calendar_times_become_crontab_fields(at: str, fields: str) -> None:
-    normalized, _ = lib.calendar(at)
-    assert lib.cron_fields(normalized) == fields
+    normalized, _ = calendar(at)
+    assert cron_fields(normalized) == fields
 
 
 @pytest.mark.parametrize(
@@ -242,18 +245,18 @@ def test_calendar_times_become_crontab_fields(at: str, fields: str) -> None:
 )
 def test_what_cron_cannot_say_is_refused(at: str, why: str) -> None:
     with pytest.raises(ConfigError, match=why):
-        lib.cron_fields(lib.calendar(at)[0])
+        cron_fields(calendar(at)[0])
 
 
 def test_the_fallback_reading_matches_systemd_analyze() -> None:
     for at in ("*-*-* 02:00", "daily", "weekly", "Mon..Fri 22:30", "12-24 18:00", "hourly"):
-        assert lib._normalize(at) == lib.calendar(at)[0]
+        assert _normalize(at) == calendar(at)[0]
 
 
 def test_crontab_line(tmp_path: Path, fleet_home: Path) -> None:
     folder = tmp_path / "work 100%"
     suite = write_suite(folder)
-    plan = lib.make_schedule(
+    plan = make_schedule(
         suite,
         at="Mon..Fri 02:00",
         randomized_delay="10min",
@@ -264,7 +267,7 @@ def test_crontab_line(tmp_path: Path, fleet_home: Path) -> None:
         lock_timeout_s=900,
         environ={},
     )
-    comment, line = lib.crontab_line(plan).splitlines()
+    comment, line = crontab_line(plan).splitlines()
     assert comment.startswith("# fleet nightly: nightly on local at Mon..Fri *-*-* 02:00:00")
     assert line.startswith("0 2 * * 1-5 ")
     command = line.split(" ", 5)[5]
@@ -446,8 +449,8 @@ def wait_for_holder(name: str, lock_dir: Path, first: subprocess.Popen[str]) -> 
 def test_two_cron_runs_at_once_the_second_skips(tmp_path: Path, fleet_home: Path) -> None:
     """Both run the crontab line's command through sh, with cron's bare environment."""
     suite = write_suite(tmp_path, min_seconds=4)
-    plan = lib.make_schedule(suite, at="daily", workdir=tmp_path, environ={})
-    command = lib.crontab_line(plan).splitlines()[1].split(" ", 5)[5].replace("\\%", "%")
+    plan = make_schedule(suite, at="daily", workdir=tmp_path, environ={})
+    command = crontab_line(plan).splitlines()[1].split(" ", 5)[5].replace("\\%", "%")
     cron_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHELL": "/bin/sh"}
     start = [["/bin/sh", "-c", command]]
     first = subprocess.Popen(*start, env=cron_env, text=True)
@@ -470,7 +473,7 @@ def test_two_cron_runs_at_once_the_second_skips(tmp_path: Path, fleet_home: Path
 def test_two_runs_at_once_the_second_waits(tmp_path: Path, fleet_home: Path) -> None:
     """Both run the service's ExecStart argv, in its working directory and environment."""
     suite = write_suite(tmp_path, min_seconds=3)
-    plan = lib.make_schedule(suite, at="daily", workdir=tmp_path, if_busy="wait", environ={})
+    plan = make_schedule(suite, at="daily", workdir=tmp_path, if_busy="wait", environ={})
     env = {**os.environ, **dict(plan.environment)}
 
     def start() -> subprocess.Popen[str]:

@@ -9,6 +9,7 @@ from fleet.results.lineprotocol import to_line
 from fleet.results.record import make_record
 from fleet.results.spool import Pending, Rejected, Spool
 from fleet.results.store import Store
+from fleet.results.store_db import add_lines
 
 
 def store_with(tmp_path: Path, n: int) -> Store:
@@ -92,7 +93,7 @@ def test_a_store_from_before_lines_gets_a_line_per_record_once(tmp_path: Path) -
             """ ('r', 'result', 6000000, '{"device": "pi"}', '{"run_id": "r"}');"""
         )
     store = Store(path)
-    store._add_lines()  # as a second process that saw the old table would: harmless
+    add_lines(store.db)  # as a second process that saw the old table would: harmless
     spool = Spool(store, "s")
     assert spool.pending(10) == [
         Pending(1, "result", "result,device=pi x=1.5 5"),

@@ -1,10 +1,9 @@
 """The untimed accuracy pass over a case's data set, after all timing is done.
 
-Data sets are ``.npz`` files in one of two shapes:
-- ``inputs`` (one row per sample, the model's first input without the batch dimension) and,
-  optionally, ``labels`` (class indices): classifiers and other single-input models;
-- ``tokens`` ``[N, T]`` (zero-padded prompts), ``lengths`` ``[N]`` and, optionally,
-  ``next_token`` ``[N]``: decoder language models, scored on the token after each prompt.
+Data sets are ``.npz`` files in the forms ``fleet_agent.datasets`` reads, the controller's
+rules: ``inputs``, or one array per input name (with, optionally, ``labels``: class ids); or a
+decoder's ``tokens``, ``lengths`` and optionally ``next_token``, scored on the token after
+each prompt.
 
 The outputs compared are the first output's values, one row per sample (for a decoder, the
 logits of the next token). With labels: top-1 and top-5 accuracy. With a reference (the
@@ -14,27 +13,74 @@ absolute error.
 
 Saving those outputs is the one write of a case. When it fails (a full disk), the case keeps
 its measurements and says why in ``accuracy_error``; the other variants then have no
-reference to agree with.
+reference to agree with. The same holds when scoring fails (a data set that does not fit,
+a runtime that refuses a sample): the pass is untimed and comes after the timing, so its
+failure is said in ``accuracy_error`` and never costs the case its latency.
 """
 
 import contextlib
 import errno
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from fleet_agent import runtimes
+from fleet_agent import datasets, runtimes
 from fleet_agent.generate import Decoder
-from fleet_agent.protocol import Case
+from fleet_agent.protocol import Case, InputSpec
 
 
 def evaluate(session: runtimes.Session, case: Case) -> Dict[str, Any]:
-    """The accuracy fields of a case with a data set (``case["dataset"]`` is set)."""
+    """The accuracy fields of a case with a data set (``case["dataset"]`` is set). Scoring
+    that fails says why in ``accuracy_error``, naming the data set and the step."""
+    fields: Dict[str, Any] = {}
+    try:
+        outputs, labels = score(session, case)
+        fields["accuracy_samples"] = float(len(outputs))
+        if labels is not None:
+            fields.update(top_k(outputs, labels))
+        reference = case["reference"]
+        # No reference file: the FP32 ONNX case did not run here (skipped on a device without
+        # ONNX Runtime, or failed), so there is nothing to agree with.
+        if reference and os.path.exists(reference):
+            fields.update(agreement(np.load(reference), outputs))
+    except MemoryError:
+        raise  # the worker reports it as out_of_memory
+    except Exception as exc:  # the runtime raises many types; none may cost the timing
+        problem = " ".join(str(exc).split())[:300] or type(exc).__name__
+        fields["accuracy_error"] = "accuracy step failed on data set {}: {}: {}".format(
+            case["dataset"], type(exc).__name__, problem
+        )
+        return fields
+    if case["save_outputs"]:
+        unsaved = save(case["save_outputs"], outputs)
+        if unsaved:
+            fields["accuracy_error"] = (
+                "outputs not saved: {}; the model's other variants"
+                " are not compared with them".format(unsaved)
+            )
+    return fields
+
+
+def score(session: runtimes.Session, case: Case) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The first output per sample over the data set, and its labels (None without)."""
     with np.load(str(case["dataset"])) as data:
         arrays = {name: data[name] for name in data.files}
-    labels: Optional[np.ndarray]
-    if "tokens" in arrays:
+    # The session's names where they are the model card's (ONNX), else the card's in the
+    # session's order (a TFLite file's signature keeps the ONNX names, its tensors do not:
+    # the card reads them from the signature, in the interpreter's order). Rank and dtype are
+    # the session's, its dimensions left open (the runtime checks those).
+    names = [name for name, _, _ in session.inputs]
+    card = [spec["name"] for spec in case["inputs"] or []]
+    if set(card) != set(names) and len(card) == len(names):
+        names = card
+    specs: List[InputSpec] = [
+        {"name": name, "shape": [None] * len(shape), "dtype": np.dtype(dtype).name}
+        for name, (_, shape, dtype) in zip(names, session.inputs)
+    ]
+    found = datasets.check(specs, {k: (a.shape, a.dtype) for k, a in arrays.items()})
+    labels = arrays[found.labels] if found.labels else None
+    if found.form == "tokens":
         decoder = Decoder(session)
         outputs = np.stack(
             [
@@ -42,31 +88,8 @@ def evaluate(session: runtimes.Session, case: Case) -> Dict[str, Any]:
                 for row, n in zip(arrays["tokens"], arrays["lengths"])
             ]
         ).astype(np.float32)
-        labels = arrays.get("next_token")
-    elif "inputs" in arrays:
-        outputs = predict(session, arrays["inputs"])
-        labels = arrays.get("labels")
-    else:
-        raise ValueError(
-            "data set {} has {}; it needs 'inputs' (and 'labels'), or 'tokens' and"
-            " 'lengths'".format(case["dataset"], ", ".join(sorted(arrays)) or "no arrays")
-        )
-    fields: Dict[str, Any] = {"accuracy_samples": float(len(outputs))}
-    if labels is not None:
-        fields.update(top_k(outputs, labels))
-    if case["save_outputs"]:
-        problem = save(case["save_outputs"], outputs)
-        if problem:
-            fields["accuracy_error"] = (
-                "outputs not saved: {}; the model's other variants"
-                " are not compared with them".format(problem)
-            )
-    reference = case["reference"]
-    # No reference file: the FP32 ONNX case did not run here (skipped on a device without
-    # ONNX Runtime, or failed), so there is nothing to agree with.
-    if reference and os.path.exists(reference):
-        fields.update(agreement(np.load(reference), outputs))
-    return fields
+        return outputs, labels
+    return predict(session, [arrays[found.feeds[name]] for name in names]), labels
 
 
 def save(path: str, outputs: np.ndarray) -> Optional[str]:
@@ -90,15 +113,12 @@ def os_problem(exc: OSError, path: str) -> str:
     return "{} ({})".format(exc.strerror or exc, path)
 
 
-def predict(session: runtimes.Session, inputs: np.ndarray) -> np.ndarray:
-    """The first output, flattened per sample, for every row of the data set (batch 1)."""
-    if len(session.inputs) != 1:
-        raise ValueError(
-            "the data set's 'inputs' feed one input; the model has {}".format(len(session.inputs))
-        )
+def predict(session: runtimes.Session, columns: List[np.ndarray]) -> np.ndarray:
+    """The first output, flattened per sample, for every sample of the data set (batch 1);
+    ``columns`` hold one array per model input, in the session's order."""
     rows = []
-    for row in inputs:
-        feed = session.make_feed([np.ascontiguousarray(row[None, ...])])
+    for index in range(len(columns[0])):
+        feed = session.make_feed([np.ascontiguousarray(c[index][None, ...]) for c in columns])
         rows.append(np.asarray(session.run(feed)[0], dtype=np.float32).reshape(-1))
     stacked: np.ndarray = np.stack(rows)
     return stacked

@@ -2,8 +2,8 @@
 
 Both sides import these types (the controller from this package), so ``mypy --strict``
 checks the boundary. The controller sends every setting: the agent has no defaults of its
-own (``fleet/suite.py``'s ``MEASURE_DEFAULTS`` is the one source), and each value travels
-once (a case's provider, threads, batch and timeout are in its ``settings``).
+own (``fleet/suite/settings.py``'s ``MEASURE_DEFAULTS`` is the one source), and each value
+travels once (a case's provider, threads, batch and timeout are in its ``settings``).
 
 Events are JSON Lines, one object per line, flushed at once; ``event`` names the type.
 """
@@ -115,6 +115,13 @@ class ResultTags(TypedDict):
 
     runtime: str
     provider: str
+
+
+def provider_that_runs(runtime: str, provider: str) -> str:
+    """The provider a case that asks for ``provider`` runs on, as far as it is known before it
+    runs: LiteRT's CPU path is its default XNNPACK delegate. ONNX Runtime's fallbacks (CUDA to
+    CPU) show only once a session opens; a result's tags say what ran."""
+    return "xnnpack" if runtime == "litert" and provider == "cpu" else provider
 
 
 class ResultFields(TypedDict, total=False):

@@ -63,8 +63,14 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         # The controller sends them and starts the agent again: a run pushes nothing, and
         # opens nothing but this one command, when the device has every file.
         return 0
-    # "a+": opening must not empty the file while another run holds it (it names that run).
-    with open(os.path.join(job["workdir"], "agent.lock"), "a+") as lock:
+    lock_path = os.path.join(job["workdir"], "agent.lock")
+    try:
+        # "a+": opening must not empty the file while another run holds it (it names it).
+        lock = open(lock_path, "a+")  # noqa: SIM115 - the with below closes it
+    except OSError as exc:  # a read-only or full work folder, or none at all
+        _cannot(out, "open", lock_path, exc)
+        return 2
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -83,9 +89,7 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         try:
             os.makedirs(ours, exist_ok=True)
         except OSError as exc:
-            message = "cannot make {}: {}".format(ours, exc.strerror or exc)
-            reason: FatalReason = "disk_full" if exc.errno == errno.ENOSPC else "error"
-            write(out, {"event": "fatal", "reason": reason, "message": message})
+            _cannot(out, "make", ours, exc)
             return 2
         lifeline = Lifeline(out, ours)
         lifeline.start()
@@ -96,6 +100,13 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         shutil.rmtree(ours, ignore_errors=True)
     write(out, {"event": "done"})
     return 0
+
+
+def _cannot(out: IO[str], verb: str, path: str, exc: OSError) -> None:
+    """The agent cannot use its work folder: one fatal event naming the path and why."""
+    reason: FatalReason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "error"
+    message = "cannot {} {}: {}".format(verb, path, exc.strerror or exc)
+    write(out, {"event": "fatal", "reason": reason, "message": message})
 
 
 def _missing(job: Job) -> List[str]:
@@ -135,7 +146,7 @@ def run_cases(cases: List[Case], out: IO[str], lifeline: Lifeline, outputs: str)
         if not verified[artifact]:
             message = "{} does not match its sha256; it will be sent again".format(artifact)
             _case_error(out, case, "invalid_model", message)
-            if os.path.exists(artifact):  # a corrupt cached file must not be used again
+            with contextlib.suppress(OSError):  # a corrupt file must not be used again
                 os.unlink(artifact)
             continue
         run_case(case, out, lifeline)

@@ -9,8 +9,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fleet.cli.options import devices_option, inventory_option
-from fleet.cli.run import SHARD
+from fleet.cli.options import (
+    devices_option,
+    inventory_option,
+    parallel_option,
+    select_devices,
+    shard_option,
+)
 from fleet.results.tables import format_table
 
 if TYPE_CHECKING:
@@ -35,19 +40,9 @@ COLUMNS = (
 
 @click.command()
 @inventory_option
-@devices_option
-@click.option(
-    "--parallel",
-    type=click.IntRange(min=1),
-    default=None,
-    help="At most this many devices at a time (default: every selected device at once).",
-)
-@click.option(
-    "--shard",
-    type=SHARD,
-    default=None,
-    help="K/N: only the K-th of N shares of the devices, as `fleet run --shard` splits them.",
-)
+@devices_option()
+@parallel_option
+@shard_option("K/N: only the K-th of N shares of the devices, as `fleet run --shard` splits them.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines, not a table.")
 def devices(
     inventory: Path | None,
@@ -59,14 +54,9 @@ def devices(
     """Check that each selected device can take a run now: reachable, host key, login,
     Python and runtimes, agent, disk, temperature, throttling, busy or free. Exit 0 when
     every one is usable, 2 when one is not (a line each says why and what fixes it)."""
-    from fleet.inventory import load_inventory, share
     from fleet.preflight import check_devices
 
-    inv = load_inventory(inventory)
-    selected = inv.select((devices or ("all" if inventory else "local")).split(","))
-    if shard is not None:
-        selected = share(selected, *shard)
-    checks = check_devices(selected, parallel)
+    checks = check_devices(select_devices(inventory, devices, shard), parallel)
     usable = all(c.usable for c in checks)
     if as_json:
         report = {"usable": usable, "devices": [c.as_json() for c in checks]}

@@ -6,18 +6,12 @@ from pathlib import Path
 
 import click
 
-from fleet.cli.options import open_store, store_option
+from fleet.cli.options import open_store, path_option, store_option
 
 
 @click.command()
 @click.argument("run_id", required=False)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The file to write (default: stdout).",
-)
+@path_option("--output", "-o", dir_okay=False, help="The file to write (default: stdout).")
 @click.option(
     "--format",
     "fmt",

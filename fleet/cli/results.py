@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fleet.cli.options import config_option, open_config, open_store, store_option
+from fleet.cli.options import config_option, open_config, open_store, path_option, store_option
 from fleet.results.compare import compare_table, run_table, runs_table
 from fleet.results.export import FORMATS, export
 from fleet.results.record import TAG_KEYS
@@ -66,12 +66,7 @@ def push(config_path: Path | None, store_path: Path | None) -> None:
 @results.command("export")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), required=True)
 @click.option("--run", "run_id", default=None, help="Run id or unique prefix (default: latest).")
-@click.option(
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Default: stdout.",
-)
+@path_option("--output", dir_okay=False, help="Default: stdout.")
 @store_option
 def export_run(fmt: str, run_id: str | None, output: Path | None, store_path: Path | None) -> None:
     """One run as JSON (every record), CSV (one row per case) or JUnit XML (for CI)."""
@@ -110,7 +105,7 @@ def import_spill(spill: Path, store_path: Path | None) -> None:
 def regressions(since: str, everything: bool, store_path: Path | None) -> None:
     """The open regressions: flagged by a run's check, and no valid result of that series
     since (a later valid result was judged and not flagged: fixed)."""
-    from fleet.regressions import flagged, open_regressions, parse_since, regressions_table
+    from fleet.regressions.stored import flagged, open_regressions, parse_since, regressions_table
 
     try:
         since_ns = parse_since(since)

@@ -6,17 +6,23 @@ from pathlib import Path
 
 import click
 
-from fleet.runlock import DEFAULT_TIMEOUT_S, IF_BUSY
+from fleet.cli.options import (
+    devices_option,
+    if_busy_option,
+    inventory_option,
+    lock_timeout_option,
+    path_option,
+)
+from fleet.runlock import DEFAULT_TIMEOUT_S
 
 _user_option = click.option(
     "--user",
     is_flag=True,
     help="A per-user schedule (~/.config/systemd/user), not a system one (/etc/systemd/system).",
 )
-_unit_dir_option = click.option(
+_unit_dir_option = path_option(
     "--unit-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
+    file_okay=False,
     help="Unit folder to use instead of the standard one (packaging, tests); nothing is enabled.",
 )
 
@@ -37,14 +43,8 @@ def schedule() -> None:
     ' "hourly" (man systemd.time).',
 )
 @click.option("--name", default=None, help="Schedule and run-lock name (default: the suite's).")
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    envvar="FLEET_INVENTORY",
-    show_envvar=True,
-    help="Inventory file or folder (without one, only `local`).",
-)
-@click.option("--devices", default=None, help="Groups, hosts or tags, as `fleet run --devices`.")
+@inventory_option
+@devices_option("Groups, hosts or tags, as `fleet run --devices`.")
 @_user_option
 @click.option(
     "--randomized-delay",
@@ -52,55 +52,34 @@ def schedule() -> None:
     default=None,
     help='Start up to this much later, at random (RandomizedDelaySec=): 900, "15min", "1h".',
 )
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Working directory of the run (default: this one).",
+@path_option("--workdir", file_okay=False, help="Working directory of the run (default: this one).")
+@path_option(
+    "--store", help="SQLite results store (default: $FLEET_HOME/results.sqlite, as now resolved)."
 )
-@click.option(
-    "--store",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="SQLite results store (default: $FLEET_HOME/results.sqlite, as now resolved).",
-)
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="fleet.toml (default: the working directory's, when it has one).",
-)
+@path_option("--config", help="fleet.toml (default: the working directory's, when it has one).")
 @click.option(
     "--env",
     multiple=True,
     metavar="NAME[=VALUE]",
     help="An environment variable for the run (NAME alone: its value here); never a secret.",
 )
-@click.option(
+@path_option(
     "--env-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
+    dir_okay=False,
     help="Secrets file, mode 600, read before each run (default: /etc/fleet/NAME.env, or"
     " ~/.config/fleet/NAME.env with --user).",
 )
-@click.option(
-    "--if-busy",
-    type=click.Choice(IF_BUSY),
+@if_busy_option(
+    "When the previous run still holds the lock: skip this one (exit 0) or wait.",
     default="skip",
     show_default=True,
-    help="When the previous run still holds the lock: skip this one (exit 0) or wait.",
 )
-@click.option(
-    "--lock-timeout",
-    type=click.FloatRange(min=0, max=7 * 86_400),
-    default=None,
-    metavar="SECONDS",
-    help=f"With --if-busy wait: wait at most this many seconds (default {DEFAULT_TIMEOUT_S:g}).",
+@lock_timeout_option(
+    f"With --if-busy wait: wait at most this many seconds (default {DEFAULT_TIMEOUT_S:g})."
 )
-@click.option(
+@path_option(
     "--fleet",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
+    dir_okay=False,
     help="The fleet program to run (default: this installation's console script).",
 )
 @_unit_dir_option
@@ -129,14 +108,18 @@ def install(
 ) -> None:
     """Write a systemd service + timer that runs `fleet run SUITE_FILE --exclusive NAME` at
     --at, and enable the timer. Options after `--` go to `fleet run` (e.g. -- --parallel 4)."""
-    from fleet import schedule as lib
     from fleet.cli.run import run
+    from fleet.schedule.command import make_schedule
+    from fleet.schedule.cron import crontab_line
+    from fleet.schedule.systemd import install as install_units
+    from fleet.schedule.units import unit_dir as standard_unit_dir
+    from fleet.schedule.units import units
 
     try:  # the options a night would trip over, checked now by `fleet run` itself
         run.make_context("fleet run", [str(suite_file), *run_options])
     except click.UsageError as exc:
         raise click.UsageError(f"after --: {exc.format_message()}") from None
-    plan = lib.make_schedule(
+    plan = make_schedule(
         suite_file,
         at=at,
         name=name,
@@ -157,13 +140,13 @@ def install(
     for warning in plan.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     if print_only:
-        folder = unit_dir or lib.unit_dir(user)
-        for file_name, text in lib.units(plan).items():
+        folder = unit_dir or standard_unit_dir(user)
+        for file_name, text in units(plan).items():
             click.echo(f"# {folder / file_name}\n{text}")
     if cron:
-        click.echo(lib.crontab_line(plan))
+        click.echo(crontab_line(plan))
     if not (print_only or cron):
-        for line in lib.install(plan, unit_dir):
+        for line in install_units(plan, unit_dir):
             click.echo(line)
 
 
@@ -174,15 +157,15 @@ def install(
 def show(name: str, user: bool, unit_dir: Path | None) -> None:
     """Print the schedule NAME's units, its timer's next run and who holds its run lock."""
     from fleet import runlock
-    from fleet import schedule as lib
+    from fleet.schedule.systemd import installed, lock_dir_of, status
 
-    files = lib.installed(name, user, unit_dir)
+    files = installed(name, user, unit_dir)
     for path, text in files.items():
         click.echo(f"# {path}\n{text}")
-    timers = None if unit_dir else lib.status(name, user)
+    timers = None if unit_dir else status(name, user)
     if timers:
         click.echo(timers)
-    holder = runlock.holder(name, lib.lock_dir_of(files))
+    holder = runlock.holder(name, lock_dir_of(files))
     click.echo(f"run lock {name}: " + (f"held by {holder.describe()}" if holder else "free"))
 
 
@@ -191,9 +174,9 @@ def show(name: str, user: bool, unit_dir: Path | None) -> None:
 @_unit_dir_option
 def list_(user: bool, unit_dir: Path | None) -> None:
     """The schedules installed (system ones, or yours with --user)."""
-    from fleet import schedule as lib
+    from fleet.schedule.systemd import listing
 
-    for name in lib.listing(user, unit_dir):
+    for name in listing(user, unit_dir):
         click.echo(name)
 
 
@@ -203,7 +186,7 @@ def list_(user: bool, unit_dir: Path | None) -> None:
 @_unit_dir_option
 def remove(name: str, user: bool, unit_dir: Path | None) -> None:
     """Stop and disable the schedule NAME's timer and delete its units (its secrets file stays)."""
-    from fleet import schedule as lib
+    from fleet.schedule.systemd import remove as remove_units
 
-    for line in lib.remove(name, user, unit_dir):
+    for line in remove_units(name, user, unit_dir):
         click.echo(line)

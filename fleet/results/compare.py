@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fleet.errors import ConfigError
-from fleet.results.record import TAG_KEYS, Record
+from fleet.results.record import SERIES_KEYS, TAG_KEYS, Record, tag
 from fleet.results.store import Store
 from fleet.results.tables import format_table, number, results_table, when
 
 # What identifies a model variant on a device, apart from the device itself.
-VARIANT_KEYS = ("model", "format", "precision", "runtime", "provider", "batch", "threads")
+VARIANT_KEYS = SERIES_KEYS
+# The parts of a variant: compared across one of them, the other names the rows.
+_PARTS = {"format": "precision", "precision": "format"}
 
 
 def runs_table(store: Store) -> str:
@@ -68,15 +70,19 @@ def compare_table(
     if model is not None:
         records = [r for r in records if r.tags.get("model") == model]
     keys = [k for k in VARIANT_KEYS if k != by]
+    if by in _PARTS:
+        keys[keys.index("variant")] = _PARTS[by]
     latest: dict[tuple[tuple[str, ...], str], Record] = {}
     for r in records:
-        cell = (tuple(r.tags.get(k, "") for k in keys), r.tags.get(by, ""))
+        cell = (tuple(_value(r, k) for k in keys), _value(r, by))
         if cell not in latest or r.time_ns >= latest[cell].time_ns:
             latest[cell] = r
+    # A key no result has (shape, for models whose shapes are fixed) is no column.
+    shown = [i for i, _ in enumerate(keys) if any(row[i] for row, _ in latest)]
     columns_by = sorted({c for _, c in latest})
     rows = []
     for variant in sorted({v for v, _ in latest}):
-        row = list(variant)
+        row = [variant[i] for i in shown]
         for column in columns_by:
             found = latest.get((variant, column))
             if found is None:
@@ -87,4 +93,13 @@ def compare_table(
                 row.append(found.status if found.status != "ok" else "-")
         rows.append(row)
     title = f"{metric} by {by}" + (f" for {model}" if model else "") + " (latest result per cell)"
-    return format_table([*keys, *columns_by], rows, title)
+    return format_table([*(keys[i] for i in shown), *columns_by], rows, title)
+
+
+def _value(record: Record, key: str) -> str:
+    """A tag as compare reads it: format and precision are the parts of the variant as
+    converted, so int8's two modes stay apart (precision "int8-static")."""
+    if key in _PARTS:
+        fmt, _, precision = tag(record.tags, "variant").partition(":")
+        return fmt if key == "format" else precision
+    return tag(record.tags, key)

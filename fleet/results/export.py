@@ -6,11 +6,11 @@ import csv
 import io
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 
 from fleet.errors import ConfigError
-from fleet.results.record import FINDINGS, TAG_KEYS, Record
+from fleet.results.record import FINDINGS, TAG_KEYS, Record, tag
 from fleet.results.store import RunInfo, Store
 from fleet.results.tables import when
 
@@ -93,11 +93,7 @@ def to_junit(run: RunInfo, records: list[Record]) -> str:
 def _junit_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
     """Add one test case; returns "failures", "errors", "skipped" or "" for a pass."""
     t = r.tags
-    name = (
-        f"{t.get('model', '?')} {t.get('format', '?')}:{t.get('precision', '?')}"
-        f" {t.get('runtime', '?')}/{t.get('provider', '?')} batch={t.get('batch', '?')}"
-        f" threads={t.get('threads', '?')}"
-    )
+    name = _series(t)
     case = ET.SubElement(
         suite, "testcase", classname=f"{run.suite}.{t.get('device', '?')}", name=name,
         time=f"{r.number('duration_s') or 0.0:.3f}",
@@ -128,11 +124,7 @@ def _regression_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
     gated on it, else a pass that says what changed."""
     t = r.tags
     context = f" context={t['context_tokens']}" if "context_tokens" in t else ""
-    name = (
-        f"{t.get('metric', '?')} of {t.get('model', '?')} {t.get('format', '?')}:"
-        f"{t.get('precision', '?')} {t.get('runtime', '?')}/{t.get('provider', '?')}"
-        f" batch={t.get('batch', '?')} threads={t.get('threads', '?')}{context}"
-    )
+    name = f"{t.get('metric', '?')} of {_series(t)}{context}"
     direction = str(r.fields.get("direction", "regression"))
     case = ET.SubElement(
         suite, "testcase", classname=f"{run.suite}.{t.get('device', '?')}.{direction}",
@@ -145,6 +137,17 @@ def _regression_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
     gate = " (not gated)" if direction == "regression" else ""
     ET.SubElement(case, "system-out").text = f"{direction}{gate}: {message}"
     return ""
+
+
+def _series(t: Mapping[str, str]) -> str:
+    """digits_mlp onnx:int8-static onnxruntime/cpu batch=1 threads=1 (a chosen shape after
+    the variant): a test case's name, the same for the same series every run."""
+    shape = f" {t['shape']}" if "shape" in t else ""
+    return (
+        f"{t.get('model', '?')} {tag(t, 'variant') or '?'}{shape}"
+        f" {t.get('runtime', '?')}/{t.get('provider', '?')} batch={t.get('batch', '?')}"
+        f" threads={t.get('threads', '?')}"
+    )
 
 
 FORMATS: dict[str, Callable[[RunInfo, list[Record]], str]] = {

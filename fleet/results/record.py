@@ -20,9 +20,15 @@ TAG_KEYS = (
     "model",
     "format",
     "precision",
+    "variant",
+    "shape",
     "batch",
     "threads",
 )
+# What tells one series of results from another on a device: the model, the variant as
+# converted (two int8 modes are two series), the input shapes where the suite chose them,
+# and what ran it how.
+SERIES_KEYS = ("model", "variant", "shape", "runtime", "provider", "batch", "threads")
 
 # Outcomes of one case besides "ok" (which alone carries measurements) and "skipped" (the
 # device lacks the runtime or provider). FINDINGS are the device's verdict on the model, like a
@@ -59,6 +65,14 @@ class Record:
     def number(self, name: str) -> float | None:
         value = self.fields.get(name)
         return value if isinstance(value, float) else None
+
+
+def tag(tags: Mapping[str, str], key: str) -> str:
+    """A tag's value, "" when the record has none. A record stored before results had a
+    `variant` tag gets one from its format and precision, so its series goes on."""
+    if key == "variant" and "variant" not in tags and "format" in tags:
+        return f"{tags['format']}:{tags.get('precision', '')}"
+    return tags.get(key, "")
 
 
 def make_record(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from html import escape
 
 from fleet.results.record import Record
-from fleet.results.report_html import Report, cell, variant_label
+from fleet.results.report_model import FLAG_COLUMNS, Report, cell, flag_cells, variant_label
 
 # The p50 changes listed, worst first.
 WORST_CHANGES = 5
@@ -73,23 +73,10 @@ def render_markdown(report: Report) -> str:
     if report.flags:
         lines += ["### Regressions and improvements", ""]
         rows = [
-            [
-                md(flag.fields.get("direction", "")),
-                md(flag.tags.get("device", "?")),
-                md(variant_label(flag.tags, report.varying)),
-                md(flag.tags.get("metric", "?")),
-                f"{_num(flag, 'baseline')} ± {_num(flag, 'spread', '.2g')}",
-                _num(flag, "value"),
-                _num(flag, "change_pct", "+.1f"),
-                md(flag.fields.get("since_run", "-")),
-            ]
-            for flag in sorted(
-                report.flags,
-                key=lambda r: (r.fields.get("direction") != "regression", r.tags.get("device")),
-            )
+            [md(text) for text in flag_cells(flag, report.varying)]
+            for flag in report.sorted_flags()
         ]
-        columns = ["", "device", "variant", "metric", "baseline ± spread", "value", "change %"]
-        lines += _table([*columns, "since run"], rows)
+        lines += _table(FLAG_COLUMNS, rows)
 
     changes = [(s, s.p50_change_pct()) for s in report.series]
     ranked = sorted(((s, c) for s, c in changes if c is not None), key=lambda pair: -abs(pair[1]))[

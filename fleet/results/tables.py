@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from fleet.results.record import Record
+from fleet.results.record import Record, tag
 
 
 def format_table(
@@ -73,14 +73,23 @@ RESULT_COLUMNS = (
 
 def results_table(records: Sequence[Record], title: str | None = None) -> str:
     """One row per device and case: the figures people look at first, and the verdict.
+    The variant is the one converted (`onnx:int8-static`); a `shape` column appears when a
+    case's shapes were chosen (a model with open dimensions, a sweep of lengths).
 
     `fleet run` prints it at the end of a run and `fleet results show` for a stored one.
     """
-    rows = [
-        [
+    results = [r for r in records if r.measurement == "result"]
+    shaped = any("shape" in r.tags for r in results)
+    columns = list(RESULT_COLUMNS)
+    if shaped:
+        columns.insert(columns.index("variant") + 1, "shape")
+    rows = []
+    for r in sorted(results, key=lambda r: tuple(tag(r.tags, k) for k in _ORDER)):
+        row = [
             r.tags.get("device", "?"),
             r.tags.get("model", "?"),
-            f"{r.tags.get('format', '?')}:{r.tags.get('precision', '?')}",
+            tag(r.tags, "variant") or "?",
+            *([r.tags.get("shape", "-")] if shaped else []),
             f"{r.tags.get('runtime', '?')}/{r.tags.get('provider', '?')}",
             number(r, "latency_ms_p50"),
             number(r, "latency_ms_p95"),
@@ -89,7 +98,9 @@ def results_table(records: Sequence[Record], title: str | None = None) -> str:
             number(r, "accuracy_drop_pp", "+.2f"),
             _verdict(r),
         ]
-        for r in sorted(records, key=lambda r: (r.tags.get("device", ""), r.tags.get("model", "")))
-        if r.measurement == "result"
-    ]
-    return format_table(RESULT_COLUMNS, rows, title)
+        rows.append(row)
+    return format_table(columns, rows, title)
+
+
+# Rows by device and model, as before variants had a tag; within them in the run's order.
+_ORDER = ("device", "model")

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +19,18 @@ from fleet.transport.base import Process, Transport
 def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
     """The agent needs no database credentials: keep them out of its environment."""
     return {k: v for k, v in env.items() if not k.startswith("FLEET_INFLUX_")}
+
+
+# How long a local agent told to stop (SIGTERM) has before it is killed (SIGKILL).
+STOP_GRACE_S = 5.0
+
+
+def _signal(proc: subprocess.Popen[bytes], number: signal.Signals) -> None:
+    """Signal the command's process group (its own: it was started in a new session), unless
+    the command has ended (its process group may be gone, or its number reused)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, number)
 
 
 class LocalTransport(Transport):
@@ -38,8 +51,12 @@ class LocalTransport(Transport):
         proc.stdin.close()
 
         def kill() -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            # As over SSH, where the agent finds its channel closed: told to stop, it stops
+            # its workers and removes the run's outputs itself; killed if it has not in time.
+            _signal(proc, signal.SIGTERM)
+            timer = threading.Timer(STOP_GRACE_S, _signal, (proc, signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
 
         return Process(self.device.name, argv, proc.stdout, proc.stderr, proc.wait, kill)
 

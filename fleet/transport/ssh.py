@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import getpass
 import hashlib
 import os
@@ -22,6 +21,7 @@ from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 from fleet.errors import DeviceError, HostKeyError
 from fleet.inventory import Device
 from fleet.transport.base import Process, Transport
+from fleet.transport.refusal import answered, refusal
 
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 10.0
@@ -136,25 +136,6 @@ class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
         )
 
 
-@contextlib.contextmanager
-def _device_errors(device: str, what: str) -> Iterator[None]:
-    """A connection that breaks or a file that cannot be written is the device's problem, not
-    a bug in fleet: one line naming the device and the operation."""
-    try:
-        yield
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise DeviceError(device, f"no space left on the device: {what}", "disk_full") from exc
-        # The device said no (permissions, a file where a folder should be): trying again
-        # will not help. Anything else broke the connection.
-        refused = isinstance(exc, OSError) and exc.errno in _REFUSALS
-        kind = "error" if refused else "connection_lost"
-        raise DeviceError(device, f"{what} failed: {exc or type(exc).__name__}", kind) from exc
-
-
-_REFUSALS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EROFS}
-
-
 def _close(channel: paramiko.Channel) -> None:
     """Stop a command by closing its channel. paramiko marks the channel closed before it
     sends the close, so the thread reading it can see the end, close the whole connection and
@@ -206,6 +187,7 @@ class SSHTransport(Transport):
         if transport is not None:
             transport.set_keepalive(int(KEEPALIVE_S))
         self._sftp: paramiko.SFTPClient | None = None
+        self._dropped = False  # a command's channel was closed by the connection ending
 
     def _connect(self, key_files: list[str] | None, known_hosts: Path) -> None:
         device = self.device
@@ -254,10 +236,25 @@ class SSHTransport(Transport):
                 "unreachable",
             ) from None
 
+    @contextlib.contextmanager
+    def _device_errors(self, what: str, path: str = "", needed: int = 1) -> Iterator[None]:
+        """A connection that breaks, or a file the device will not write, is the device's
+        problem, not a bug in fleet: one line naming the device, the operation and (for a
+        refusal) why, with the kind that says whether trying again can help."""
+        try:
+            yield
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if isinstance(exc, OSError) and answered(exc) and self.alive():
+                # The device answered, so the connection stands: its file system said no.
+                sftp = self._sftp if path else None
+                raise refusal(self.device.name, what, exc, sftp, path, needed) from exc
+            message = f"{what} failed: {exc or type(exc).__name__}"
+            raise DeviceError(self.device.name, message, "connection_lost") from exc
+
     @property
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            with _device_errors(self.device.name, "opening SFTP (is the sftp subsystem on?)"):
+            with self._device_errors("opening SFTP (is the sftp subsystem on?)"):
                 self._sftp = self.client.open_sftp()
         return self._sftp
 
@@ -265,7 +262,7 @@ class SSHTransport(Transport):
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise DeviceError(self.device.name, "SSH connection closed", "connection_lost")
-        with _device_errors(self.device.name, f"running {argv[0]}"):
+        with self._device_errors(f"running {argv[0]}"):
             try:
                 channel = transport.open_session(timeout=CONNECT_TIMEOUT_S)
             except paramiko.SSHException:
@@ -279,17 +276,33 @@ class SSHTransport(Transport):
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
+        stopped = threading.Event()
+
+        def wait() -> int:
+            code = channel.recv_exit_status()
+            # sshd ends every command it ran, however it ended, with an EOF (then its exit
+            # status, or the signal, which paramiko reads as -1). A channel closed without
+            # one, and not by us, was closed by its connection ending, which paramiko says
+            # (is_active) only a moment later: an agent then looked killed, not cut off.
+            if code == -1 and not channel.eof_received and not stopped.is_set():
+                self._dropped = True
+            return code
+
+        def stop() -> None:
+            stopped.set()
+            _close(channel)
+
         return Process(
             self.device.name,
             argv,
             channel.makefile("rb"),
             channel.makefile_stderr("rb"),
-            channel.recv_exit_status,
-            lambda: _close(channel),
+            wait,
+            stop,
         )
 
     def exists(self, remote: str) -> bool:
-        with _device_errors(self.device.name, f"checking {remote}"):
+        with self._device_errors(f"checking {remote}", remote):
             try:
                 self.sftp.stat(remote)
             except FileNotFoundError:
@@ -297,7 +310,7 @@ class SSHTransport(Transport):
         return True
 
     def makedirs(self, remote: str) -> None:
-        with _device_errors(self.device.name, f"making the folder {remote}"):
+        with self._device_errors(f"making the folder {remote}", remote):
             self._makedirs(remote.rstrip("/") or "/")
 
     def _makedirs(self, remote: str) -> None:
@@ -320,7 +333,8 @@ class SSHTransport(Transport):
 
     def put(self, local: Path, remote: str) -> None:
         tmp = f"{remote}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with _device_errors(self.device.name, f"sending {local.name} to {remote}"):
+        what = f"sending {local.name} to {remote}"
+        with self._device_errors(what, posixpath.dirname(remote), local.stat().st_size):
             try:
                 self.sftp.put(str(local), tmp)  # paramiko checks the size it wrote
                 self.sftp.posix_rename(tmp, remote)
@@ -330,12 +344,12 @@ class SSHTransport(Transport):
                 raise
 
     def get(self, remote: str, local: Path) -> None:
-        with _device_errors(self.device.name, f"fetching {remote}"):
+        with self._device_errors(f"fetching {remote}", remote):
             self.sftp.get(remote, str(local))
 
     def alive(self) -> bool:
         transport = self.client.get_transport()
-        return transport is not None and transport.is_active()
+        return not self._dropped and transport is not None and transport.is_active()
 
     def close(self) -> None:
         self.client.close()
