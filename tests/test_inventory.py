@@ -214,3 +214,149 @@ def test_shards_split_a_selection_and_keep_each_device_in_its_share() -> None:
     # A device's share depends on its name only, not on what else is selected.
     assert share(devices[:7], 2, 4) == [d for d in shares[1] if d in devices[:7]]
     assert share(devices, 1, 1) == devices
+
+
+# Issue 15: inventories as Ansible reads them (the comparison with a real ansible-core is in
+# tests/test_inventory_ansible.py; these need no Ansible).
+def test_ini_inventory_with_ranges_children_and_vars(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.ini"
+    path.write_text(
+        "loose ansible_host=10.0.0.1\n[pi]\npi[01:03] ansible_port=2222\n"
+        "[edge:children]\npi\n[edge:vars]\nfleet_class=pi\nfleet_tags=['arm64']\n"
+    )
+    inv = load_inventory(path)
+    assert [d.name for d in inv.select(["edge"])] == ["pi01", "pi02", "pi03"]
+    pi02 = inv.devices["pi02"]
+    assert (pi02.port, pi02.device_class, pi02.tags, pi02.groups) == (
+        2222,
+        "pi",
+        ("arm64",),
+        ("pi",),
+    )
+    assert inv.groups["ungrouped"] == ["loose"]
+
+
+def test_group_vars_and_host_vars_files_and_folders(tmp_path: Path) -> None:
+    path = write(tmp_path, "all:\n  children:\n    pi:\n      hosts:\n        p1:\n        p2:\n")
+    (tmp_path / "group_vars" / "pi").mkdir(parents=True)
+    (tmp_path / "group_vars" / "pi" / "a.yml").write_text("fleet_class: pi\nansible_user: a\n")
+    (tmp_path / "group_vars" / "pi" / "b.yml").write_text("ansible_user: b\n")
+    (tmp_path / "group_vars" / "all").write_text("ansible_user: everyone\nfleet_python: /py\n")
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "p2.json").write_text('{"ansible_port": 2202}')
+    inv = load_inventory(path)
+    p1, p2 = inv.devices["p1"], inv.devices["p2"]
+    assert (p1.device_class, p1.user, p1.python, p1.port) == ("pi", "b", "/py", 22)
+    assert p2.port == 2202
+
+
+def test_group_precedence_depth_priority_then_name(tmp_path: Path) -> None:
+    inv = load_inventory(
+        write(
+            tmp_path,
+            """
+all:
+  vars: {ansible_user: all, fleet_workdir: all}
+  children:
+    b:
+      vars: {ansible_user: b, fleet_workdir: b, ansible_group_priority: 10}
+      hosts: {h: {}}
+    a:
+      vars: {ansible_user: a}
+      children:
+        deep:
+          vars: {fleet_python: deep}
+          hosts: {h: {}}
+""",
+        )
+    )
+    # a and b have one depth: b's priority 10 puts it after a (priority 1), so b wins.
+    assert inv.host_vars["h"] == {"ansible_user": "b", "fleet_workdir": "b", "fleet_python": "deep"}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("h.ini", "[pi:things]\nh1\n", r"h.ini:1: section \[pi:things\] has an unknown type"),
+        ("h.ini", "[pi group]\n", r"h.ini:1: invalid section '\[pi group\]'"),
+        ("h.ini", "[pi]\nh1 port\n", r"h.ini:2: expected key=value after the host name"),
+        ("h.ini", "[pi:vars]\nx=1\n", r"h.ini:1: \[pi:vars\] is for a group that is never"),
+        ("h.ini", "[e:children]\npi\n", r"h.ini:2: \[e:children\] names 'pi', a group that"),
+        ("h.ini", "[pi]\nh1 ansible_port=ssh\n", r"h.ini:2: ansible_port of 'h1' must be"),
+        ("h.ini", "[pi]\np[01:3]\n", r"h.ini:2: host range \[01:3\]: begin and end need"),
+        ("h.ini", "[pi]\np[0:99999]\n", r"h.ini:2: host range \[0:99999\] makes 100000 hosts"),
+        ("h.ini", "[pi]\np[x:1]\n", r"h.ini:2: host range \[x:1\] must be numbers"),
+        ("h.ini", "[pi]\nh1 a='b\n", r"h.ini:2: cannot read this host line"),
+        ("h.yaml", "a:\n  children:\n    a:\n", r"h.yaml:3: group 'a' as a child of 'a'"),
+        ("h.yaml", "all:\n  hosts:\n    p[1:2:0]:\n", r"h.yaml:3: host range \[1:2:0\]"),
+        ("h", "[pi]\nh:22\n", r"h:2: host name 'h:22' must be"),
+    ],
+)
+def test_bad_ini_and_ranges_name_file_and_line(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_inventory(path)
+    assert "\n" not in str(error.value)
+
+
+def test_a_bad_variable_in_group_vars_names_that_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "all:\n  children:\n    pi:\n      hosts:\n        p1:\n")
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "pi.yml").write_text("# pis\nfleet_class: toaster\n")
+    with pytest.raises(ConfigError, match=r"group_vars/pi.yml:2: fleet_class 'toaster' of 'p1'"):
+        load_inventory(path)
+    (tmp_path / "group_vars" / "pi.yml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match=r"group_vars/pi.yml:1: group_vars file must be a"):
+        load_inventory(path)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "chosen"),
+    [
+        ("pi:&edge", ["pi5-a", "pi5-b"]),
+        ("all:!pi", ["orin-nano", "mac-mini-m2", "gpu-server"]),
+        ("!pi:!mac:!gpu", ["orin-nano"]),
+        ("pi5-*", ["pi5-a", "pi5-b"]),
+        ("~^(mac|gpu)", ["mac-mini-m2", "gpu-server"]),
+        ("pi[1]", ["pi5-b"]),
+        ("all[0:1]", ["pi5-a", "pi5-b"]),
+        ("cuda:&jetson", ["orin-nano"]),  # fleet's tags mix with Ansible's patterns
+        ("*", ["pi5-a", "pi5-b", "orin-nano", "mac-mini-m2", "gpu-server"]),  # not `local`
+        ("local", ["local"]),
+    ],
+)
+def test_host_patterns(pattern: str, chosen: list[str]) -> None:
+    inv = load_inventory(ROOT / "inventory" / "example.yaml")
+    assert [d.name for d in inv.select([pattern])] == chosen
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("pi:&tpu", r"no device matches 'tpu'; known groups: all, gpu, jetson"),
+        ("pi:!nope", r"no device matches 'nope'; known groups:"),
+        ("pi:&gpu", r"the pattern 'pi:&gpu' selects no device; known groups: all, gpu"),
+        ("pi[7]", r"no device matches the subscript of 'pi': it has 2"),
+        ("~(", r"device pattern '~\(' is not a valid regular expression"),
+    ],
+)
+def test_a_pattern_that_selects_nothing_says_so(pattern: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_inventory(ROOT / "inventory" / "example.yaml").select([pattern])
+
+
+def test_a_folder_reads_yaml_and_ini_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("all:\n  hosts:\n    h1: {}\n")
+    (tmp_path / "b.ini").write_text("[pi]\nh2\n")
+    (tmp_path / "known_hosts").write_text("")  # not an inventory file
+    inv = load_inventory(tmp_path)
+    assert [d.name for d in inv.select(["all"])] == ["h1", "h2"]
+
+
+@pytest.mark.parametrize("example", ["example.yaml", "example.ini", "site/hosts.yaml"])
+def test_every_example_loads(example: str) -> None:
+    inv = load_inventory(ROOT / "inventory" / example)
+    assert len(inv.select(["all"])) >= 5

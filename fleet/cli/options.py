@@ -34,7 +34,8 @@ def path_option(
 
 
 def devices_option(
-    help: str = "Comma-separated groups, hosts or tags (default: `local`, or `all` with an"
+    help: str = "Ansible host patterns (`pi:&edge`, `all:!jetson`, `pi*`), groups, hosts or tags,"
+    " comma-separated (default: `local`, or `all` with an"
     " inventory).",
 ) -> Callable[[FC], FC]:
     return click.option("--devices", help=help)

@@ -44,7 +44,7 @@ def schedule() -> None:
 )
 @click.option("--name", default=None, help="Schedule and run-lock name (default: the suite's).")
 @inventory_option
-@devices_option("Groups, hosts or tags, as `fleet run --devices`.")
+@devices_option("Host patterns, groups, hosts or tags, as `fleet run --devices`.")
 @_user_option
 @click.option(
     "--randomized-delay",
