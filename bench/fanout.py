@@ -1,58 +1,60 @@
-"""Fan-out: a warm `fleet run` on a lab against fabric's ThreadingGroup running the same job.
+"""Fan-out on a lab: `fleet run` and `fleet devices` against fabric doing the same, one run.
 
-On a lab of N real sshd devices (`fleet lab up`), with a trivial one-case suite (the digits
-MLP, ONNX FP32, 1 warm-up iteration, 10 timed, 1 repetition) whose files are already on the
-devices (an untimed `fleet run` first), it times, alternating pair after pair:
+On a lab of N real sshd devices (`fleet lab up`), every round runs each side once, a fresh
+process each (start-up and imports included, as a user meets them), in an order rotated every
+round, so that a change of load on a shared machine hits all sides alike:
 
-- fleet: `fleet run SUITE --inventory LAB/inventory.yaml --devices lab --store S` (the CLI,
-  a fresh process, a fresh store each time: what a user runs);
-- fabric (the baseline): a fresh Python process that imports fabric and runs, through one
-  `ThreadingGroup` over the same devices, the very command fleet runs on each device
-  (`<fleet_python> <workdir>/agent-<sha12>.pyz serve`) with the very job fleet sends it on
-  stdin (built by fleet's own `fleet.job.build_job`, as bench/benchjob.py does), host keys
-  checked against the lab's known_hosts (fabric's AutoAddPolicy replaced by RejectPolicy).
-  It checks every device's output ends with `done` after a `result`.
+- fleet run: `fleet run SUITE --inventory LAB/inventory.yaml --devices lab --store S`, a
+  trivial one-case suite (the digits MLP, ONNX FP32, 1 warm-up iteration, 10 timed, 1
+  repetition) whose files are already on the devices (an untimed run first); every device must
+  store its result. `--checkout DIR` adds the same run of another copy of the source;
+- fabric agent job (its baseline): a fresh Python that imports fabric and runs, through one
+  `ThreadingGroup`, the very command fleet runs on each device (`<fleet_python>
+  <workdir>/agent-<sha12>.pyz serve`) with the very job fleet sends on stdin
+  (`fleet.job.build_job`); every device's output must end with `done` after a `result`;
+- fleet devices: `fleet devices --inventory LAB/inventory.yaml --devices lab --json`, the
+  pre-flight check; every device must come back usable;
+- fabric python -c pass (its baseline; issue 12: `fleet devices` <= 1.0x): the same fabric
+  process running `<fleet_python> -c pass` on every device (the inventory's interpreter).
 
-A ThreadingGroup runs one command with one stdin on every host; here each device has its own
-workdir, so each connection of the group (a `Connection` subclass) runs its own device's
-command and job: the fan-out, threads and SSH handling are fabric's own.
+fabric checks host keys against the lab's known_hosts (RejectPolicy, not its AutoAddPolicy),
+as fleet does. Each lab device has its own workdir, so each connection of the group (a
+`Connection` subclass) runs its own device's command and stdin: the fan-out, threads and SSH
+handling are fabric's.
 
-When `fleet devices` exists (fleet/cli/devices.py), it is timed the same way against fabric
-running `<fleet_python> -c pass` on every device.
-
-Prints each side's median wall time, quartiles, median controller CPU (user + system of the
-controller process) and peak RSS, and the ratio of the medians (and its median per pair).
-`--count` also counts, with strace attached to one device's sshd, the processes each side
-starts on the device for one session (forks, and the programs exec'd).
+Prints, per side, the median wall time, quartiles, the controller process's CPU and peak RSS,
+and the CPU the devices used (bench/sessions.py: less disturbed by other work than wall
+time); then, per pair, the ratio of the medians and each round's ratio with their median and
+range. `--count` also counts, with strace on one device's sshd, what each side starts there.
 
     python bench/fanout.py --devices 32 --rounds 7 --count
-    python bench/fanout.py --lab /tmp/lab --rounds 5 --checkout /tmp/before  # a lab already up
+    python bench/fanout.py --lab /tmp/lab32 --rounds 7 --checkout /tmp/before  # a lab already up
 
-Needs fabric (`pip install "fabric==3.2.*"`); strace for `--count`.
+Needs fabric, for benches only (`pip install "fabric==3.2.*"`); strace for `--count`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
-import re
 import resource
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from sessions import device_cpu, traced
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "zoo" / "digits_mlp.onnx"
@@ -63,40 +65,13 @@ SUITE = {
 }
 
 
-# --- the fabric side, run in its own process (`--fabric-side SPEC`) --------------------------
-
-
 def fabric_side(spec_file: Path) -> int:
-    """Run each device's command with its stdin through one ThreadingGroup; check outputs."""
-    import io
-
+    """Each device's command with its stdin through one ThreadingGroup (in its own process,
+    `--fabric-side SPEC`); checks every device's outcome."""
     import paramiko
     from fabric import Connection, ThreadingGroup
 
     spec = json.loads(spec_file.read_text())
-
-    class DeviceConnection(Connection):  # type: ignore[misc]
-        """A connection that runs its own device's command with its own job on stdin."""
-
-        def __init__(self, device: dict[str, object]) -> None:
-            super().__init__(
-                str(device["host"]),
-                user=str(device["user"]),
-                port=int(str(device["port"])),
-                connect_kwargs={
-                    "key_filename": [str(device["key"])],
-                    "look_for_keys": False,
-                    "allow_agent": True,
-                },
-            )
-            # fabric sets AutoAddPolicy; fleet checks host keys, so the baseline does too.
-            self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            self.client.load_host_keys(str(device["known_hosts"]))
-            self.device = device
-
-        def run(self, command: str, **kwargs: object) -> object:
-            stdin = WholeStream(str(self.device["stdin"]))
-            return super().run(str(self.device["command"]), in_stream=stdin, **kwargs)
 
     class WholeStream(io.StringIO):
         """invoke reads an in_stream that is not a terminal one byte per 10 ms (its
@@ -106,23 +81,38 @@ def fabric_side(spec_file: Path) -> int:
         def read(self, size: int | None = -1) -> str:
             return super().read()
 
+    class DeviceConnection(Connection):  # type: ignore[misc]
+        def __init__(self, device: dict[str, Any]) -> None:
+            super().__init__(
+                device["host"],
+                user=device["user"],
+                port=device["port"],
+                connect_kwargs={"key_filename": [device["key"]], "look_for_keys": False},
+            )
+            # fabric sets AutoAddPolicy; fleet checks host keys, so the baseline does too.
+            self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            self.client.load_host_keys(device["known_hosts"])
+            self.device = device
+
+        def run(self, command: str, **kwargs: object) -> object:
+            stdin = WholeStream(self.device["stdin"])  # "" for `-c pass`: EOF at once
+            return super().run(self.device["command"], in_stream=stdin, **kwargs)
+
     group = ThreadingGroup.from_connections([DeviceConnection(d) for d in spec["devices"]])
     results = group.run("ignored: each connection runs its own", hide=True, warn=True)
     bad = []
     for cxn, result in results.items():
-        events = [json.loads(line)["event"] for line in result.stdout.splitlines()]
-        if spec["expect"] == "agent" and (events[-1:] != ["done"] or "result" not in events):
-            bad.append(f"{cxn.host}: {events} {result.stderr[-300:]}")
-        if spec["expect"] != "agent" and result.exited != 0:
+        if spec["expect"] == "agent":
+            events = [json.loads(line)["event"] for line in result.stdout.splitlines()]
+            if events[-1:] != ["done"] or "result" not in events:
+                bad.append(f"{cxn.host}: {events} {result.stderr[-300:]}")
+        elif result.exited != 0:
             bad.append(f"{cxn.host}: exit {result.exited} {result.stderr[-300:]}")
     group.close()
     if bad or len(results) != len(spec["devices"]):
         print("fabric side failed:", *bad, sep="\n", file=sys.stderr)
         return 1
     return 0
-
-
-# --- the controller side --------------------------------------------------------------------
 
 
 def fleet_command() -> list[str]:
@@ -150,9 +140,13 @@ def lab_for(args: argparse.Namespace, work: Path) -> Iterator[Path]:
 
 
 class Timed:
-    """Wall time, CPU time and peak RSS of one child process."""
+    """Wall time, CPU time and peak RSS of one child process; with `sshd_pids`, the CPU time
+    those devices used meanwhile."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], cwd: Path | None = None, sshd_pids: Any = ()
+    ) -> None:
+        devices_before = device_cpu(sshd_pids)
         start = time.perf_counter()
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -167,63 +161,70 @@ class Timed:
         proc.returncode = self.code  # reaped here: Popen must not wait for it again
         self.stdout = out.decode(errors="replace")
         self.stderr = err.decode(errors="replace")
+        if sshd_pids:
+            time.sleep(0.5)  # a session's last processes are reaped just after the answer
+        self.device_cpu = device_cpu(sshd_pids) - devices_before
 
 
 def _read_both(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     """Read stdout and stderr to their end without reaping the process (wait4 does)."""
-    chunks: dict[str, bytes] = {}
-
-    def drain(name: str, stream: IO[bytes]) -> None:
-        chunks[name] = stream.read()
-
-    readers = [
-        threading.Thread(target=drain, args=("out", proc.stdout)),
-        threading.Thread(target=drain, args=("err", proc.stderr)),
-    ]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join()
-    return chunks["out"], chunks["err"]
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = proc.stderr
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.append(stderr.read()))
+    reader.start()
+    out = proc.stdout.read()
+    reader.join()
+    return out, err[0]
 
 
 class Bench:
-    def __init__(self, lab: Path, work: Path, parallel: int | None) -> None:
+    def __init__(self, lab: Path, work: Path) -> None:
         import yaml
 
-        self.lab = lab
-        self.work = work
-        self.parallel = parallel
+        from fleet import lab as lab_lib
+
+        self.lab, self.work = lab, work
         self.inventory = lab / "inventory.yaml"
         self.suite = work / "fanout.yaml"
         self.suite.write_text(yaml.safe_dump(SUITE, sort_keys=False))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_INFLUX_")}
+        self.sshd_pids = [d.pid for d in lab_lib.load(lab)]
         self.runs = 0
 
+    def timed(self, argv: list[str], env: dict[str, str] | None = None, cwd: Any = None) -> Timed:
+        return Timed(argv, env or self.env, cwd, self.sshd_pids)
+
+    def fleet(self, argv: list[str], checkout: Path | None) -> Timed:
+        """This tree's console script, or `python -m fleet` run in another copy of the source
+        (its own fleet and agent first on the module path)."""
+        if checkout is None:
+            return self.timed([*fleet_command(), *argv])
+        env = {**self.env, "PYTHONPATH": f"{checkout}:{checkout / 'agents'}"}
+        return self.timed([sys.executable, "-m", "fleet", *argv], env, checkout)
+
     def fleet_run(self, devices: str = "lab", checkout: Path | None = None) -> Timed:
-        """`fleet run` of the suite: this tree's console script, or `python -m fleet` run
-        in another copy of the source (its own fleet and agent first on the module path)."""
         self.runs += 1
         store = self.work / f"run{self.runs}.sqlite"
-        argv = ["run", str(self.suite), "--inventory", str(self.inventory)]
-        argv += ["--devices", devices, "--store", str(store)]
-        if self.parallel:
-            argv += ["--parallel", str(self.parallel)]
-        if checkout is None:
-            timed = Timed([*fleet_command(), *argv], self.env)
-        else:
-            env = {**self.env, "PYTHONPATH": f"{checkout}:{checkout / 'agents'}"}
-            timed = Timed([sys.executable, "-m", "fleet", *argv], env, checkout)
+        where = ["--inventory", str(self.inventory), "--devices", devices]
+        timed = self.fleet(["run", str(self.suite), *where, "--store", str(store)], checkout)
         if timed.code not in (0, 1):
             raise SystemExit(f"fleet run exited {timed.code}:\n{timed.stderr[-3000:]}")
         from fleet.results.store import Store
 
         results = Store(store).records(measurement="result")
-        expected = len(self.selected(devices))
         measured = [r for r in results if r.status != "error"]
-        if len(measured) != expected:
-            raise SystemExit(f"fleet run stored {len(measured)} of {expected}:\n{timed.stderr}")
+        if len(measured) != len(self.selected(devices)):
+            raise SystemExit(f"fleet run stored {len(measured)} results:\n{timed.stderr}")
         store.unlink()
+        return timed
+
+    def fleet_devices(self, devices: str = "lab", checkout: Path | None = None) -> Timed:
+        where = ["--inventory", str(self.inventory), "--devices", devices]
+        timed = self.fleet(["devices", *where, "--json"], checkout)
+        report = json.loads(timed.stdout or "{}") if timed.code == 0 else {}
+        if not report.get("usable") or len(report["devices"]) != len(self.selected(devices)):
+            raise SystemExit(f"fleet devices exited {timed.code}:\n{timed.stderr[-3000:]}")
         return timed
 
     def selected(self, devices: str = "lab") -> list[Any]:
@@ -232,7 +233,8 @@ class Bench:
         return load_inventory(self.inventory).select(devices.split(","))
 
     def fabric_spec(self, expect: str, devices: str = "lab") -> Path:
-        """The fabric side's work: per device, the command and stdin fleet would use."""
+        """The fabric side's work: per device, the command and stdin fleet would use (the
+        agent and its job), or `<fleet_python> -c pass`, or `true`."""
         from fleet.agent_build import build_agent
         from fleet.job import build_job
         from fleet.plan import make_plan
@@ -245,14 +247,11 @@ class Bench:
         specs = []
         for index, device_plan in enumerate(plan.devices):
             device = device_plan.device
+            argv, stdin = (["true"] if expect == "true" else [device.python, "-c", "pass"]), ""
             if expect == "agent":
                 job = build_job(f"fabric-{index}", device_plan, artifacts, refused).job
                 argv = [device.python, f"{device.workdir}/{agent.name}", "serve"]
                 stdin = json.dumps(job) + "\n"
-            elif expect == "python":
-                argv, stdin = [device.python, "-c", "pass"], ""
-            else:
-                argv, stdin = ["true"], ""
             specs.append(
                 {
                     "host": device.host,
@@ -268,17 +267,10 @@ class Bench:
         path.write_text(json.dumps({"expect": expect, "devices": specs}))
         return path
 
-    def fabric_run(self, spec: Path) -> Timed:
-        timed = Timed([sys.executable, __file__, "--fabric-side", str(spec)], self.env)
+    def fabric(self, spec: Path) -> Timed:
+        timed = self.timed([sys.executable, __file__, "--fabric-side", str(spec)])
         if timed.code != 0:
             raise SystemExit(f"fabric side failed:\n{timed.stderr[-3000:]}")
-        return timed
-
-    def fleet_devices(self) -> Timed:
-        argv = [*fleet_command(), "devices", "--inventory", str(self.inventory)]
-        timed = Timed([*argv, "--devices", "lab"], self.env)
-        if timed.code != 0:
-            raise SystemExit(f"fleet devices exited {timed.code}:\n{timed.stderr[-3000:]}")
         return timed
 
 
@@ -286,160 +278,89 @@ class Rebuild(Exception):
     """A timed run pushed a file (someone changed the agent meanwhile): not warm."""
 
 
-Side = tuple[str, Callable[[], Timed]]
-
-
-def compare(sides: list[Side], rounds: int) -> dict[str, list[Timed]]:
-    """Each side once per round, the order rotated every round, so that a change of load
-    on a shared machine hits them all; the baseline is the last side."""
-    runs: dict[str, list[Timed]] = {label: [] for label, _ in sides}
+def compare(
+    sides: dict[str, Callable[[], Timed]], pairs: list[tuple[str, str]], rounds: int
+) -> dict[str, list[Timed]]:
+    """Each side once per round, the order rotated every round; each pair's ratio printed."""
+    runs: dict[str, list[Timed]] = {label: [] for label in sides}
+    order = list(sides)
     for number in range(rounds):
-        shift = number % len(sides)
-        this = {label: side() for label, side in sides[shift:] + sides[:shift]}
+        shift = number % len(order)
+        this = {label: sides[label]() for label in order[shift:] + order[:shift]}
         if any("] push " in timed.stderr for timed in this.values()):
             raise Rebuild
-        base = this[sides[-1][0]].wall
-        said = ", ".join(
-            f"{label} {t.wall:.2f} s ({t.wall / base:.2f})" for label, t in this.items()
-        )
-        print(f"  round {number + 1}: {said}", file=sys.stderr)
+        said = ", ".join(f"{a} {this[a].wall / this[b].wall:.2f}" for a, b in pairs)
+        walls = ", ".join(f"{label} {this[label].wall:.2f} s" for label in order)
+        print(f"  round {number + 1}: {said} ({walls})", file=sys.stderr)
         for label, timed in this.items():
             runs[label].append(timed)
     return runs
 
 
-def report(runs: dict[str, list[Timed]]) -> None:
-    labels = list(runs)
-    base_label = labels[-1]
-    base = statistics.median(t.wall for t in runs[base_label])
-    print(f"{'':<32} {'median s':>9} {'q1':>7} {'q3':>7} {'/ base':>7} {'cpu s':>7} {'rss MB':>7}")
-    for label in labels:
-        walls = [t.wall for t in runs[label]]
+def report(runs: dict[str, list[Timed]], pairs: list[tuple[str, str]]) -> None:
+    heads = ("median s", "q1", "q3", "cpu s", "rss MB", "dev cpu s")
+    print(f"{'':<26}", *(f"{head:>9}" for head in heads))
+    for label, timed in runs.items():
+        walls = [t.wall for t in timed]
         q1, _, q3 = statistics.quantiles(walls, n=4) if len(walls) > 1 else (walls[0],) * 3
-        median = statistics.median(walls)
-        cpu = statistics.median(t.cpu for t in runs[label])
-        rss = max(t.rss_mb for t in runs[label])
+        cpu = statistics.median(t.cpu for t in timed)
+        on_devices = statistics.median(t.device_cpu for t in timed)
+        rss = max(t.rss_mb for t in timed)
         print(
-            f"{label:<32} {median:9.2f} {q1:7.2f} {q3:7.2f} {median / base:7.2f} {cpu:7.2f}"
-            f" {rss:7.0f}"
+            f"{label:<26} {statistics.median(walls):9.2f} {q1:9.2f} {q3:9.2f} {cpu:9.2f}"
+            f" {rss:9.0f} {on_devices:9.2f}"
         )
-    for label in labels[:-1]:
-        ratios = [a.wall / b.wall for a, b in zip(runs[label], runs[base_label], strict=True)]
+    for label, base in pairs:
+        medians = [statistics.median(t.wall for t in runs[side]) for side in (label, base)]
+        ratios = [a.wall / b.wall for a, b in zip(runs[label], runs[base], strict=True)]
         print(
-            f"{label} / {base_label}: ratio of medians"
-            f" {statistics.median(t.wall for t in runs[label]) / base:.2f}; per round"
-            f" {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
+            f"{label} / {base}: ratio of medians {medians[0] / medians[1]:.2f}; per round"
+            f" {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f},"
+            f" range {min(ratios):.2f}-{max(ratios):.2f})"
         )
 
 
-# --- processes per device session -------------------------------------------------------------
-
-_CALL = re.compile(r"^(\w+)\((.*)\)\s+=\s+(-?\d+)")
-
-
-class Trace:
-    """What one device's sshd and everything under it started while traced."""
-
-    def __init__(self, text: str) -> None:
-        self.processes = 0  # forks (clone without CLONE_THREAD): every process started
-        self.programs: Counter[str] = Counter()  # successful execs, by program
-        self.commands: list[str] = []  # what sshd ran for each exec request (shell -c ...)
-        self.failed_execs = 0  # exec attempts that failed (a PATH search, a missing tool)
-        program: dict[str, str] = {}  # pid -> the program it runs now
-        for pid, call, arguments, result in _calls(text):
-            if call in ("fork", "vfork", "clone", "clone3") and int(result) > 0:
-                if "CLONE_THREAD" not in arguments:
-                    self.processes += 1
-                    program[result] = program.get(pid, "sshd")
-            elif call == "execve" and int(result) == 0:
-                found = re.search(r"\[(.*?)\]", arguments)
-                argv = re.findall(r'"((?:[^"\\]|\\.)*)"', found.group(1) if found else "")
-                name = Path(argv[0]).name if argv else "?"
-                self.programs[name] += 1
-                if program.get(pid, "").startswith("sshd") and argv[1:2] == ["-c"]:
-                    self.commands.append(" ".join(Path(w).name for w in argv[2].split()[:3]))
-                program[pid] = name
-            elif call == "execve":
-                self.failed_execs += 1
-
-    def describe(self) -> str:
-        top = ", ".join(f"{n} {p}" for p, n in self.programs.most_common(6))
-        return (
-            f"{self.processes} processes started; exec requests (sshd ran): "
-            f"{'; '.join(self.commands) or 'none'}; programs exec'd: {sum(self.programs.values())}"
-            f" (most: {top}); failed exec attempts: {self.failed_execs}"
-        )
-
-
-def _calls(text: str) -> Iterator[tuple[str, str, str, str]]:
-    """(pid, syscall, arguments, result) of each complete call in strace -f output."""
-    pending: dict[str, str] = {}
-    for line in text.splitlines():
-        pid, _, rest = line.strip().partition(" ")
-        rest = rest.strip()
-        if rest.endswith("<unfinished ...>"):
-            pending[pid] = rest[: -len("<unfinished ...>")]
-            continue
-        if rest.startswith("<..."):
-            rest = pending.pop(pid, "") + rest.split("resumed>", 1)[1]
-        match = _CALL.match(rest)
-        if match:
-            call, arguments, result = match.groups()
-            yield pid, call, arguments, result
-
-
-def traced(lab: Path, name: str, action: Callable[[], object]) -> Trace:
-    """Run `action` with strace attached to device `name`'s sshd (-f: every process it
-    starts, sessions, shells, agents and workers included)."""
-    from fleet import lab as lab_lib
-
-    device = next(d for d in lab_lib.load(lab) if d.name == name)
-    log = lab / f"strace-{name}.log"
-    calls = "trace=fork,vfork,clone,clone3,execve"
-    tracer = subprocess.Popen(
-        ["strace", "-f", "-qq", "-s", "300", "-e", calls, "-o", str(log), "-p", str(device.pid)],
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while "TracerPid:\t0" in Path(f"/proc/{device.pid}/status").read_text():
-        assert time.monotonic() < deadline, "strace did not attach"
-        time.sleep(0.05)
-    try:
-        action()
-        time.sleep(1)  # a session's processes may end just after the client has its answer
-    finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(timeout=30)
-    return Trace(log.read_text())
+def sides_for(
+    bench: Bench, checkout: Path | None, devices: str = "lab", only: str | None = None
+) -> tuple[dict[str, Callable[[], Timed]], list[tuple[str, str]]]:
+    """Each fleet command (and the same of the checkout) and its fabric baseline; the pairs."""
+    sides: dict[str, Callable[[], Timed]] = {}
+    pairs: list[tuple[str, str]] = []
+    for name, base, spec in (
+        ("fleet run", "fabric agent job", "agent"),
+        ("fleet devices", "fabric python -c pass", "python"),
+    ):
+        if only is None or name.endswith(only):
+            fleet_side = bench.fleet_run if spec == "agent" else bench.fleet_devices
+            sides[name] = partial(fleet_side, devices)
+            pairs.append((name, base))
+            if checkout is not None:
+                sides[f"{name} @{checkout.name}"] = partial(fleet_side, devices, checkout)
+                pairs.append((f"{name} @{checkout.name}", base))
+            sides[base] = partial(bench.fabric, bench.fabric_spec(spec, devices))
+    return sides, pairs
 
 
 def count_processes(bench: Bench, checkout: Path | None) -> None:
-    spec = bench.fabric_spec("agent", "lab1")
-    sides: list[Side] = [("fleet run", lambda: bench.fleet_run("lab1"))]
-    if checkout is not None:
-        sides.append((f"fleet run @{checkout.name}", lambda: bench.fleet_run("lab1", checkout)))
-    sides.append(("fabric (same agent job)", lambda: bench.fabric_run(spec)))
+    sides = sides_for(bench, checkout, "lab1")[0]
+    sides["fabric true"] = partial(bench.fabric, bench.fabric_spec("true", "lab1"))
     print("\nprocesses started on one device (lab1) by one run, strace -f on its sshd:")
-    for label, side in sides:
+    for label, side in sides.items():
         side()  # untimed: pushes what this side's agent needs, outside the count
-        print(f"  {label}: {traced(bench.lab, 'lab1', side).describe()}")
-    baseline = traced(
-        bench.lab, "lab1", lambda: bench.fabric_run(bench.fabric_spec("true", "lab1"))
-    )
-    print(f"  for scale, fabric running `true`: {baseline.describe()}")
+        trace = traced(bench.sshd_pids[0], bench.lab / "strace-lab1.log", side)
+        print(f"  {label}: {trace.describe()}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--devices", type=int, default=32, help="lab size (default: 32)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds (default: 7)")
     parser.add_argument("--lab", type=Path, help="use this lab (already up; left up)")
-    parser.add_argument("--parallel", type=int, help="fleet run --parallel (default: none)")
     parser.add_argument(
-        "--checkout", type=Path, help="also time `fleet run` of another source copy (before)"
+        "--checkout", type=Path, help="also time both fleet commands of another source copy"
     )
     parser.add_argument("--count", action="store_true", help="count processes per session")
-    parser.add_argument("--no-devices", action="store_true", help="skip `fleet devices`")
+    parser.add_argument("--only", choices=("run", "devices"), help="one comparison only")
     parser.add_argument("--fabric-side", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fabric_side:
@@ -451,47 +372,21 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a socket and pipes per device
     checkout = args.checkout.resolve() if args.checkout else None
     with tempfile.TemporaryDirectory() as tmp, lab_for(args, Path(tmp)) as lab:
-        bench = Bench(lab, Path(tmp), args.parallel)
-        devices = len(bench.selected())
+        bench = Bench(lab, Path(tmp))
+        sides, pairs = sides_for(bench, checkout, only=args.only)
+        print(f"{len(bench.selected())} devices, {args.rounds} rounds", file=sys.stderr)
         for _attempt in range(3):
-            # Untimed: each side's files (agents differ between checkouts) onto the devices.
-            bench.fleet_run()
-            sides: list[Side] = [("fleet run", bench.fleet_run)]
-            if checkout is not None:
-                bench.fleet_run(checkout=checkout)
-                label = f"fleet run @{checkout.name}"
-                sides.append((label, lambda: bench.fleet_run(checkout=checkout)))
-            sides.append(
-                ("fabric ThreadingGroup", partial(bench.fabric_run, bench.fabric_spec("agent")))
-            )
-            print(f"{devices} devices, {args.rounds} rounds", file=sys.stderr)
+            for side in sides.values():
+                side()  # untimed: each side's files (agents differ by checkout) on the devices
             try:
-                runs = compare(sides, args.rounds)
+                runs = compare(sides, pairs, args.rounds)
                 break
             except Rebuild:
                 print("  a timed run pushed a file: warming up again", file=sys.stderr)
         else:
             raise SystemExit("the agent kept changing under the bench")
-        print(f"\n`fleet run` (warm, one case) on {devices} lab devices; baseline: fabric")
-        report(runs)
-
-        if args.no_devices:
-            pass
-        elif (ROOT / "fleet" / "cli" / "devices.py").exists():
-            bench.fleet_devices()  # untimed once
-            python = bench.fabric_spec("python")
-            runs = compare(
-                [
-                    ("fleet devices", bench.fleet_devices),
-                    ("fabric python -c pass", lambda: bench.fabric_run(python)),
-                ],
-                args.rounds,
-            )
-            print(f"\n`fleet devices` on {devices} lab devices; baseline: fabric")
-            report(runs)
-        else:
-            print("\nfleet devices: fleet/cli/devices.py does not exist; not measured")
-
+        print(f"\n{len(bench.selected())} lab devices, {args.rounds} rounds:")
+        report(runs, pairs)
         if args.count:
             count_processes(bench, checkout)
     print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

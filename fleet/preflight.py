@@ -1,32 +1,35 @@
 """`fleet devices`: can each selected device take a run now, and if not, why and what fixes it.
 
 One SSH connection and one command per device, every device at once (a thread pool, capped by
-`parallel`): `<fleet_python> - WORKDIR AGENT` with a script on stdin that carries the source
-of `fleet_agent.check` and of the agent modules it imports, so nothing has to be pushed
-first, and the device's own readers (the runtimes' package metadata, its temperature and
-throttling, the agent's lock) answer, not a copy of them. The device side costs one Python
-start; the connection errors are the transport's own (kind and message with the fix).
+`parallel`): `<fleet_python> -c BOOT WORKDIR AGENT`, with a script on stdin that carries the
+source of `fleet_agent.check` and of the few agent modules it imports, so nothing has to be
+pushed first, and the device's own readers (the runtimes' metadata folders, its temperature
+and throttling, the agent's lock) answer, not a copy of them. The device side costs one
+Python start and a few milliseconds (`agents/fleet_agent/check.py` says what it leaves out);
+the connection is the transport's own, set up as for `fleet run` (ssh config, known_hosts and
+key read once per run), and so are its errors (kind and message with the fix).
 """
 
 from __future__ import annotations
 
 import ast
 import functools
-import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import fleet_agent
 from fleet.agent_build import build_agent
 from fleet.errors import DeviceError
 from fleet.inventory import Device
 from fleet.transport import connect
-from fleet_agent import check as agent_check
 from fleet_agent.distributions import DISTRIBUTIONS
+
+if TYPE_CHECKING:
+    from fleet_agent import check as agent_check
 
 # The agent's own floor (vermin -t=3.8-).
 MIN_PYTHON = (3, 8)
@@ -40,15 +43,21 @@ CHECK_TIMEOUT_S = 60.0
 NOT_RUNTIMES = ("numpy",)
 RUNTIMES = [module for module in DISTRIBUTIONS if module not in NOT_RUNTIMES]
 
-# Runs on the device as `python - WORKDIR AGENT`. Written so that an old Python can still
-# parse it and say its version; the agent modules are compiled only after the version test.
+# The command's program: the script below, read from stdin in one read. (`python -` reads a
+# script on stdin a byte at a time: a read call per byte, 41,000 for the 41 kB it once was.)
+# Python 2 runs it too, so that an old interpreter still says its version.
+BOOT = "import sys; exec(sys.stdin.read())"
+
+# Written so that an old Python can still parse it and say its version; the agent modules are
+# compiled only when imported, after the version test. The answer is one line, a Python
+# literal (check.py says why not JSON).
 _LOADER = """\
 import sys
 if sys.version_info < {min_python!r}:
     sys.stdout.write('{{"python": "%d.%d.%d"}}\\n' % tuple(sys.version_info[:3]))
     sys.exit(0)
-from importlib.machinery import ModuleSpec
 SOURCES = {sources}
+ModuleSpec = type(sys.__spec__)  # importlib.machinery's, without importing it
 class AgentSource(object):
     def find_spec(self, name, path=None, target=None):
         if name not in SOURCES:
@@ -64,6 +73,8 @@ sys.meta_path.insert(0, AgentSource())
 from fleet_agent.check import main
 sys.exit(main(sys.argv[1:]))
 """
+# The longest answer parsed (about 1 kB is usual): a device that prints more is not believed.
+_MAX_ANSWER = 64 * 1024
 
 
 @functools.cache
@@ -87,9 +98,16 @@ def check_script() -> bytes:
 
 
 def _agent_imports(source: str) -> list[str]:
-    """The fleet_agent modules a module imports (`from fleet_agent import live` included)."""
+    """The fleet_agent modules a module imports (`from fleet_agent import live` included),
+    but not those under `if TYPE_CHECKING:`, which the device never runs."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    todo: list[ast.AST] = [ast.parse(source)]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo += node.orelse
+            continue
+        todo += ast.iter_child_nodes(node)
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name.startswith("fleet_agent")]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fleet_agent"):
@@ -103,6 +121,11 @@ def _agent_imports(source: str) -> list[str]:
         for name in found
         if name == "fleet_agent" or (folder / f"{name.partition('.')[2]}.py").exists()
     ]
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", None)
+    return name == "TYPE_CHECKING"
 
 
 @dataclass
@@ -235,8 +258,9 @@ def _ask(device: Device, agent_name: str, script: bytes) -> agent_check.Check:
     """The device's answer to the check script, over one connection and one command."""
     transport = connect(device)
     try:
+        argv = [device.python, "-c", BOOT, device.workdir, agent_name]
         try:
-            proc = transport.run([device.python, "-", device.workdir, agent_name], stdin=script)
+            proc = transport.run(argv, stdin=script)
         except OSError as exc:  # the local device: the interpreter itself is missing
             raise _no_python(device, exc.strerror or str(exc)) from None
         try:
@@ -263,11 +287,13 @@ def _ask(device: Device, agent_name: str, script: bytes) -> agent_check.Check:
             f" {device.python} a Python {'.'.join(map(str, MIN_PYTHON))}+? (fleet_python,"
             f" {device.source})"
         )
-    try:
-        facts = json.loads(answer)
-    except ValueError:
-        raise _CheckFailed(f"python: the check printed {answer[:200]!r}") from None
-    return cast(agent_check.Check, facts)
+    try:  # a literal, never code: literal_eval evaluates nothing else
+        facts = ast.literal_eval(answer) if len(answer) <= _MAX_ANSWER else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        facts = None
+    if not isinstance(facts, dict):
+        raise _CheckFailed(f"python: the check printed {answer[:200]!r}")
+    return cast("agent_check.Check", facts)
 
 
 def _no_python(device: Device, detail: str) -> _CheckFailed:

@@ -3,6 +3,7 @@ and INT8 variants made by fleet's own converter, and a TFLite model with int8 in
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -16,7 +17,7 @@ from jobs import make_case, settings
 from fleet import paths
 from fleet.artifacts import Variant, convert
 from fleet.artifacts.converter_env import converter_python
-from fleet_agent import accuracy, protocol, runtimes, sysinfo
+from fleet_agent import accuracy, distributions, protocol, runtimes, sysinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo"
@@ -129,6 +130,41 @@ def test_installed_runtimes_come_from_package_metadata():
     assert found["numpy"] == np.__version__
     assert "ai_edge_litert" in found
     assert "tflite_runtime" not in found  # only the old-board venv has it
+    # Read from folder names: what importlib.metadata finds in the folders' metadata files.
+    from importlib import metadata
+
+    expected: dict[str, str] = {}
+    for module, names in distributions.DISTRIBUTIONS.items():
+        for name in names:
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                expected.setdefault(module, metadata.version(name))
+    assert found == expected
+
+
+def test_installed_versions_from_metadata_folder_names(tmp_path: Path) -> None:
+    first, second, develop = tmp_path / "first", tmp_path / "second", tmp_path / "src"
+    for folder, names in (
+        # pip spells a distribution's "-" as "_"; old pips kept its case
+        (first, ["onnxruntime_gpu-1.18.1.dist-info", "AI_Edge_LiteRT-1.2.0.dist-info"]),
+        # Debian's python3-numpy: an egg-info named with its Python
+        (first, ["numpy-1.21.5-py3.8.egg-info", "requests-2.31.0.dist-info"]),
+        (second, ["onnxruntime-1.16.0.dist-info", "numpy-2.0.0.dist-info"]),
+        (develop, ["tflite_runtime.egg-info"]),  # `setup.py develop`: no version in the name
+    ):
+        for name in names:
+            (folder / name).mkdir(parents=True)
+    (develop / "tflite_runtime.egg-info" / "PKG-INFO").write_text(
+        "Metadata-Version: 2.1\nName: tflite-runtime\nVersion: 2.14.0\n\nVersion: 0\n"
+    )
+    (tmp_path / "python38.zip").write_bytes(b"PK")  # a zip on sys.path is no folder to list
+    path = [str(tmp_path / "python38.zip"), str(first), str(tmp_path / "gone"), str(second)]
+    assert distributions.installed([*path, str(develop)]) == {
+        "numpy": "1.21.5",  # the first folder that has it, as for importlib.metadata
+        "onnxruntime": "1.16.0",  # the module's own distribution before a vendor build
+        "ai_edge_litert": "1.2.0",
+        "tflite_runtime": "2.14.0",
+    }
+    assert distributions.installed([str(tmp_path / "gone")]) == {}
 
 
 @pytest.mark.parametrize("spec", ["onnx:fp16", "onnx:int8", "onnx:int8-dynamic"])
@@ -147,14 +183,21 @@ def test_accuracy_of_onnx_variants_against_the_fp32_reference(spec, tmp_path):
 
 def test_accuracy_refuses_a_reference_of_another_shape(tmp_path):
     np.save(tmp_path / "ref.npy", np.zeros((360, 4), np.float32))
-    with pytest.raises(ValueError, match=r"reference outputs are \[360, 4\] but this variant"):
-        accuracy.evaluate(load(CNN), case(CNN, tmp_path, tmp_path / "ref.npy"))
+    fields = accuracy.evaluate(load(CNN), case(CNN, tmp_path, tmp_path / "ref.npy"))
+    # Scoring comes after timing: it says what failed, and the case keeps its latency.
+    assert fields["accuracy_error"].startswith(f"accuracy step failed on data set {CNN_TEST}")
+    assert "reference outputs are [360, 4] but this variant" in fields["accuracy_error"]
 
 
 def test_accuracy_needs_a_known_data_set_layout(tmp_path):
     np.savez(tmp_path / "odd.npz", pictures=np.zeros((2, 64), np.float32))
-    with pytest.raises(ValueError, match="has pictures; it needs 'inputs'"):
-        accuracy.evaluate(load(CNN), make_case("odd", CNN, dataset=str(tmp_path / "odd.npz")))
+    fields = accuracy.evaluate(load(CNN), make_case("odd", CNN, dataset=str(tmp_path / "odd.npz")))
+    assert set(fields) == {"accuracy_error"}
+    assert (
+        "needs an array 'inputs' (the model has one input) or arrays named after the"
+        in (fields["accuracy_error"])
+    )
+    assert "it has ['pictures']" in fields["accuracy_error"]
 
 
 # ---------------------------------------------------------------- LiteRT

@@ -3,8 +3,10 @@ usable, each with its exit code and the line that says why."""
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from fleet import lab as lab_lib
+from fleet import preflight
 from fleet.agent_build import build_agent
 from fleet.cli import main
 
@@ -173,3 +176,32 @@ def test_python_without_numpy_or_runtime(lab: Path, tmp_path: Path) -> None:
     assert rows(result)["lab1"][5:7] == ["MISSING", "NONE"]
     assert "lab1: numpy: not installed for" in result.stderr
     assert "lab1: runtime: none installed for" in result.stderr and "provision" in result.stderr
+
+
+def imported(*argv: str, stdin: bytes = b"") -> tuple[set[str], bytes]:
+    """The modules a Python without site (-S: nothing of this machine's .pth files) imports to
+    run argv, and what it prints."""
+    done = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", *argv], input=stdin, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.decode().splitlines()
+    return {line.rpartition("|")[2].strip() for line in lines[1:]}, done.stdout
+
+
+def test_the_check_imports_next_to_nothing(tmp_path: Path) -> None:
+    """The device's side of `fleet devices` costs a Python start and a few milliseconds: it
+    imports no module beyond what site loads (os) but fcntl, errno and __future__: not typing,
+    json or re (each costs a Python 3.8 on a small board about as much as its own start),
+    subprocess (no tool is there to run) or importlib.metadata."""
+    bare, _ = imported("-c", "import os")
+    used, out = imported(
+        "-c", preflight.BOOT, str(tmp_path), "agent-x.pyz", stdin=preflight.check_script()
+    )
+    agent = {name for name in used if name.partition(".")[0] == "fleet_agent"}
+    modules = ("check", "distributions", "live", "live_parse")
+    assert agent == {"fleet_agent", *(f"fleet_agent.{m}" for m in modules)}
+    assert used - bare - agent == {"__future__", "errno", "fcntl"}
+    facts = ast.literal_eval(out.decode())  # a literal: check.py says why not JSON
+    assert facts["python"] == platform.python_version() and facts["workdir"] == str(tmp_path)
+    assert facts["agent"] is False and facts["busy"] is False

@@ -2,20 +2,14 @@ import json
 import os
 import platform
 import re
-import stat
 import time
-from pathlib import Path
 
 import pytest
+from boards import FIXTURES, fake_tool, fixture, tools_on_path, vcgencmd  # noqa: F401 - fixture
 
 from fleet_agent import distributions, facts_parse, live, probes, sysinfo
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sysinfo"
 DECLARED = {key for keys, _ in probes.PROBES for key in keys}
-
-
-def fixture(name):
-    return (FIXTURES / name).read_text()
 
 
 # ---------------------------------------------------------------- parsers on real samples
@@ -160,55 +154,6 @@ def test_read_cpufreq_prefers_hardware_max_over_policy_cap():
     }
 
 
-def test_read_thermal_zones():
-    assert live.read_thermal_zones(str(FIXTURES / "thermal_pi5")) == {"cpu-thermal": 48.3}
-    # The Orin's switched-off CV sensors read -256 °C and are left out.
-    assert live.read_thermal_zones(str(FIXTURES / "thermal_orin_nano")) == {
-        "cpu-thermal": 51.968,
-        "gpu-thermal": 50.5,
-        "soc0-thermal": 49.062,
-        "soc1-thermal": 48.625,
-        "soc2-thermal": 48.75,
-        "tj-thermal": 52.031,
-    }
-
-
-def test_parse_thermal_zones_keeps_hottest_of_a_repeated_type():
-    zones = [
-        ("acpitz\n", "27800\n"),
-        ("acpitz\n", "29800\n"),
-        ("x86_pkg_temp\n", "41000\n"),
-        ("iwlwifi_1\n", "\n"),  # a sensor that reads empty while its device sleeps
-    ]
-    assert facts_parse.parse_thermal_zones(zones) == {"acpitz": 29.8, "x86_pkg_temp": 41.0}
-
-
-def test_parse_vcgencmd_temp():
-    assert facts_parse.parse_vcgencmd_temp(fixture("vcgencmd_measure_temp.txt")) == 48.3
-    with pytest.raises(ValueError, match="not a vcgencmd temperature"):
-        facts_parse.parse_vcgencmd_temp("VCHI initialization failed\n")
-
-
-def test_parse_vcgencmd_throttled_decodes_bits():
-    # 0x50005 = bits 0, 2, 16, 18: under-voltage and throttling, now and since boot.
-    assert facts_parse.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled.txt")) == {
-        "throttled_bits": "0x50005",
-        "under_voltage_now": True,
-        "arm_freq_capped_now": False,
-        "throttled_now": True,
-        "soft_temp_limit_now": False,
-        "under_voltage_since_boot": True,
-        "arm_freq_capped_since_boot": False,
-        "throttled_since_boot": True,
-        "soft_temp_limit_since_boot": False,
-    }
-    healthy = facts_parse.parse_vcgencmd_throttled(fixture("vcgencmd_get_throttled_ok.txt"))
-    assert healthy.pop("throttled_bits") == "0x0"
-    assert not any(healthy.values())
-    with pytest.raises(ValueError, match="not a vcgencmd throttled value"):
-        facts_parse.parse_vcgencmd_throttled('error=1 error_msg="Command not registered"\n')
-
-
 def test_parse_nvpmodel():
     assert facts_parse.parse_nvpmodel(fixture("nvpmodel_q_orin_nano.txt")) == {
         "power_mode": "15W",
@@ -292,6 +237,10 @@ def assert_well_formed(facts):
     json.dumps(facts)
 
 
+def assert_has(facts, expected):
+    assert {key: facts[key] for key in expected} == expected
+
+
 def test_collect_live_on_this_machine():
     facts = sysinfo.collect()
     assert_well_formed(facts)
@@ -305,68 +254,47 @@ def test_collect_live_on_this_machine():
     assert facts["ram_total_mb"] > 100
 
 
-def fake_tool(directory, name, script):
-    """An executable standing in for a board's vendor tool, which this machine lacks."""
-    tool = directory / name
-    tool.write_text("#!/bin/sh\n" + script)
-    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
-
-
-@pytest.fixture
-def tools(tmp_path, monkeypatch):
-    """A directory of fake vendor tools put first on PATH."""
-    directory = tmp_path / "bin"
-    directory.mkdir()
-    monkeypatch.setenv("PATH", "{}{}{}".format(directory, os.pathsep, os.environ["PATH"]))
-    return directory
-
-
-def vcgencmd(tools, throttled_fixture="vcgencmd_get_throttled.txt"):
-    fake_tool(
-        tools,
-        "vcgencmd",
-        'case "$1" in\n'
-        '  measure_temp) cat "{}" ;;\n'
-        '  get_throttled) cat "{}" ;;\n'
-        "  *) exit 2 ;;\n"
-        "esac\n".format(FIXTURES / "vcgencmd_measure_temp.txt", FIXTURES / throttled_fixture),
-    )
-
-
 def point_at(monkeypatch, **paths):
-    """Point the probes, and the live readers' thermal zones, at fixture files."""
+    """Point the probes, and the live readers' thermal zones, at fixture files (a name in
+    fixtures/sysinfo, or a path)."""
     for name, path in paths.items():
-        monkeypatch.setattr(live if name == "_THERMAL_ROOT" else probes, name, str(path))
+        where = live if name == "_THERMAL_ROOT" else probes
+        monkeypatch.setattr(where, name, str(FIXTURES / path))
 
 
 def test_collect_on_a_simulated_raspberry_pi5(tools, monkeypatch, tmp_path):
     vcgencmd(tools)
     point_at(
         monkeypatch,
-        _CPUINFO=FIXTURES / "cpuinfo_pi5.txt",
-        _MEMINFO=FIXTURES / "meminfo_pi5.txt",
-        _OS_RELEASE=FIXTURES / "os_release_bookworm.txt",
-        _DT_MODEL=FIXTURES / "device_tree_model_pi5",
+        _CPUINFO="cpuinfo_pi5.txt",
+        _MEMINFO="meminfo_pi5.txt",
+        _OS_RELEASE="os_release_bookworm.txt",
+        _DT_MODEL="device_tree_model_pi5",
         _TEGRA_RELEASE=tmp_path / "absent",
-        _CPUFREQ_DIR=FIXTURES / "cpufreq_pi5",
-        _THERMAL_ROOT=FIXTURES / "thermal_pi5",
+        _CPUFREQ_DIR="cpufreq_pi5",
+        _THERMAL_ROOT="thermal_pi5",
     )
     facts = sysinfo.collect()
     assert_well_formed(facts)
-    assert facts["cpu_model"] == "ARM Cortex-A76"
-    assert facts["cpu_cores"] == 4.0
-    assert facts["board_model"] == "Raspberry Pi 5 Model B Rev 1.0"
-    assert facts["ram_total_mb"] == 8245968 / 1024
-    assert facts["os_name"] == "Debian GNU/Linux 12 (bookworm)"
-    assert facts["cpu_governor"] == "ondemand"
-    assert facts["cpu_freq_max_mhz"] == 2400.0
-    assert facts["temp_c"] == 48.3
-    assert facts["temp_cpu_thermal_c"] == 48.3
-    assert facts["pi_temp_c"] == 48.3
-    assert facts["throttled_bits"] == "0x50005"
-    assert facts["under_voltage_since_boot"] is True
-    assert facts["l4t_release"] == "unavailable"
-    assert facts["power_mode"] == "unavailable"
+    assert_has(
+        facts,
+        {
+            "cpu_model": "ARM Cortex-A76",
+            "cpu_cores": 4.0,
+            "board_model": "Raspberry Pi 5 Model B Rev 1.0",
+            "ram_total_mb": 8245968 / 1024,
+            "os_name": "Debian GNU/Linux 12 (bookworm)",
+            "cpu_governor": "ondemand",
+            "cpu_freq_max_mhz": 2400.0,
+            "temp_c": 48.3,
+            "temp_cpu_thermal_c": 48.3,
+            "pi_temp_c": 48.3,
+            "throttled_bits": "0x50005",
+            "under_voltage_since_boot": True,
+            "l4t_release": "unavailable",
+            "power_mode": "unavailable",
+        },
+    )
     assert live.throttled_now() is True
     assert live.temperature_c() == 48.3
 
@@ -388,10 +316,10 @@ def test_collect_on_a_simulated_jetson_orin_nano(tools, monkeypatch, tmp_path):
     fake_tool(tools, "nvidia-smi", 'cat "{}"\n'.format(FIXTURES / "nvidia_smi_gpus_orin.txt"))
     point_at(
         monkeypatch,
-        _CPUINFO=FIXTURES / "cpuinfo_orin_nano.txt",
-        _DT_MODEL=FIXTURES / "device_tree_model_orin_nano",
-        _TEGRA_RELEASE=FIXTURES / "nv_tegra_release_orin_r36.3",
-        _THERMAL_ROOT=FIXTURES / "thermal_orin_nano",
+        _CPUINFO="cpuinfo_orin_nano.txt",
+        _DT_MODEL="device_tree_model_orin_nano",
+        _TEGRA_RELEASE="nv_tegra_release_orin_r36.3",
+        _THERMAL_ROOT="thermal_orin_nano",
     )
     # Were tegrastats waited for to the timeout, collect() would take a minute, not seconds.
     monkeypatch.setattr(live, "_COMMAND_TIMEOUT_S", 60.0)
@@ -399,18 +327,23 @@ def test_collect_on_a_simulated_jetson_orin_nano(tools, monkeypatch, tmp_path):
     facts = sysinfo.collect()
     assert time.monotonic() - start < 30  # one tegrastats line, not a wait for the timeout
     assert_well_formed(facts)
-    assert facts["cpu_model"] == "ARM Cortex-A78AE"
-    assert facts["board_model"] == "NVIDIA Jetson Orin Nano Developer Kit"
-    assert facts["l4t_release"] == "36.3.0"
-    assert facts["jetpack"] == "6.0"
-    assert facts["gpu_name"] == "Orin (nvgpu)"
-    assert facts["gpu_memory_total_mb"] == "unavailable"
-    assert facts["power_mode"] == "15W"
-    assert facts["power_mode_id"] == 0.0
-    assert facts["temp_c"] == 52.031
-    assert facts["tegrastats_gpu_load_pct"] == 62.0
-    assert facts["tegrastats_ram_used_mb"] == 2311.0
-    assert facts["throttled_bits"] == "unavailable"
+    assert_has(
+        facts,
+        {
+            "cpu_model": "ARM Cortex-A78AE",
+            "board_model": "NVIDIA Jetson Orin Nano Developer Kit",
+            "l4t_release": "36.3.0",
+            "jetpack": "6.0",
+            "gpu_name": "Orin (nvgpu)",
+            "gpu_memory_total_mb": "unavailable",
+            "power_mode": "15W",
+            "power_mode_id": 0.0,
+            "temp_c": 52.031,
+            "tegrastats_gpu_load_pct": 62.0,
+            "tegrastats_ram_used_mb": 2311.0,
+            "throttled_bits": "unavailable",
+        },
+    )
     assert live.throttled_now() is None
     assert live.temperature_c() == 52.031
 
@@ -440,27 +373,3 @@ def test_collect_survives_broken_probes(tools, monkeypatch, tmp_path):
     assert facts["os"] == platform.system().lower()  # a failed os-release costs only os_name
     assert live.temperature_c() is None
     assert live.throttled_now() is None
-
-
-def test_throttled_now_reads_only_the_current_bits(tools):
-    vcgencmd(tools, "vcgencmd_get_throttled_ok.txt")
-    assert live.throttled_now() is False
-    (tools / "since_boot.txt").write_text("throttled=0x50000\n")
-    vcgencmd(tools, tools / "since_boot.txt")
-    assert live.throttled_now() is False
-    (tools / "capped.txt").write_text("throttled=0x2\n")
-    vcgencmd(tools, tools / "capped.txt")
-    assert live.throttled_now() is True
-
-
-def test_temperature_falls_back_to_vcgencmd(tools, monkeypatch, tmp_path):
-    vcgencmd(tools)
-    point_at(monkeypatch, _THERMAL_ROOT=tmp_path)
-    assert live.temperature_c() == 48.3
-
-
-def test_tegrastats_that_prints_nothing_is_cut_off(tools):
-    fake_tool(tools, "tegrastats", "sleep 30\n")
-    start = time.monotonic()
-    assert live.read_tegrastats_line(timeout=0.5) == ""
-    assert time.monotonic() - start < 20  # the fake tool sleeps 30 s: it was not waited for

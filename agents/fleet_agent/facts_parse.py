@@ -1,10 +1,11 @@
 """Parsers of the files and tools that tell what a device is and how it is doing.
 
 Pure functions of the text a file or tool gives, so that each is tested on real samples
-(``tests/fixtures/sysinfo``) without the board it comes from. The probes (``probes.py``) and
-the live readers (``live.py``) read the files and run the tools around them. Numbers are
-floats, as the result record requires; what a text does not have is left out, or
-``"unavailable"`` where a fact must always be there.
+(``tests/fixtures/sysinfo``) without the board it comes from. The probes (``probes.py``) read
+the files and run the tools around them. Numbers are floats, as the result record requires;
+what a text does not have is left out, or ``"unavailable"`` where a fact must always be there.
+The parsers of what the live readers read (thermal zones, ``vcgencmd``) are in
+``live_parse.py``, so that the pre-flight check loads them without these.
 """
 
 import os
@@ -60,24 +61,6 @@ _JETPACK = {
     "36.4.0": "6.1",
     "36.4.3": "6.2",
 }
-
-# vcgencmd get_throttled bits (Raspberry Pi documentation): the low bits are now, bits
-# 16..19 the same conditions since boot.
-_THROTTLE_BITS = {
-    0: "under_voltage_now",
-    1: "arm_freq_capped_now",
-    2: "throttled_now",
-    3: "soft_temp_limit_now",
-    16: "under_voltage_since_boot",
-    17: "arm_freq_capped_since_boot",
-    18: "throttled_since_boot",
-    19: "soft_temp_limit_since_boot",
-}
-# Bits 0..3, the conditions now: all that a case being measured needs to know.
-THROTTLE_NOW_MASK = 0xF
-
-# Disabled Tegra sensors read -256 °C; nothing real is outside this range.
-_PLAUSIBLE_C = (-40.0, 150.0)
 
 
 def _key_values(text: str, sep: str = ":") -> List[Tuple[str, str]]:
@@ -228,43 +211,6 @@ def parse_cpufreq(files: Dict[str, str]) -> Facts:
     max_freq = files.get("cpuinfo_max_freq", files.get("scaling_max_freq"))
     if max_freq is not None:
         facts["cpu_freq_max_mhz"] = int(max_freq) / 1000.0
-    return facts
-
-
-def parse_thermal_zones(zones: List[Tuple[str, str]]) -> Dict[str, float]:
-    """(type, temp) text pairs of /sys/class/thermal zones (millidegrees) -> °C per type, the
-    hottest where a type repeats; unreadable and implausible readings (disabled sensors) are
-    dropped, so that one broken sensor does not hide the others."""
-    temps: Dict[str, float] = {}
-    for zone_type, temp in zones:
-        try:
-            celsius = int(temp) / 1000.0
-        except ValueError:
-            continue
-        if not _PLAUSIBLE_C[0] < celsius < _PLAUSIBLE_C[1]:
-            continue
-        name = zone_type.strip()
-        temps[name] = max(celsius, temps.get(name, celsius))
-    return temps
-
-
-def parse_vcgencmd_temp(text: str) -> float:
-    """``vcgencmd measure_temp`` prints ``temp=48.3'C``."""
-    match = re.search(r"temp=(-?[\d.]+)'C", text)
-    if match is None:
-        raise ValueError("not a vcgencmd temperature: {!r}".format(text.strip()))
-    return float(match.group(1))
-
-
-def parse_vcgencmd_throttled(text: str) -> Facts:
-    """``vcgencmd get_throttled`` (``throttled=0x50005``): the raw bits and each condition."""
-    match = re.search(r"throttled=(0x[0-9a-fA-F]+)", text)
-    if match is None:
-        raise ValueError("not a vcgencmd throttled value: {!r}".format(text.strip()))
-    bits = int(match.group(1), 16)
-    facts: Facts = {"throttled_bits": match.group(1)}
-    for bit, name in _THROTTLE_BITS.items():
-        facts[name] = bool(bits >> bit & 1)
     return facts
 
 

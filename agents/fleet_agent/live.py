@@ -1,24 +1,29 @@
 """Reading the device now: its files and vendor tools, its temperature and throttling.
 
 The thermal watch (``thermal.py``) samples ``temperature_c()`` and ``throttled_now()`` while a
-case runs, so both stay cheap (a few sysfs files, or one ``vcgencmd``) and never raise. The
-probes (``probes.py``) read their files and run their tools through here too. Tools run as
-argv lists with a short timeout; what they print is parsed in ``facts_parse.py``.
+case runs, and the pre-flight check (``check.py``) reads them once, so both stay cheap (a few
+sysfs files, or one ``vcgencmd``) and never raise. The probes (``probes.py``) read their files
+and run their tools through here too. Tools run as argv lists with a short timeout, and only
+where they are installed: a missing one is found on PATH, not by starting a process to fail.
+What they print is parsed in ``live_parse.py`` and ``facts_parse.py``. ``subprocess`` is
+imported where a tool runs, not here: most devices run none for the pre-flight check.
 """
 
-import contextlib
-import os
-import signal
-import subprocess
-import threading
-from typing import Dict, List, Optional
+from __future__ import annotations
 
-from fleet_agent.facts_parse import (
+import errno
+import os
+
+from fleet_agent.live_parse import (
     THROTTLE_NOW_MASK,
     parse_thermal_zones,
     parse_vcgencmd_temp,
     parse_vcgencmd_throttled,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, for check.py's sake
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
 
 # Module-level so that tests can point the readers at fixture trees and shorten the wait.
 _THERMAL_ROOT = "/sys/class/thermal"
@@ -30,11 +35,32 @@ def read_text(path: str) -> str:
         return f.read()
 
 
+def find_tool(name: str) -> Optional[str]:
+    """The program ``name`` runs, found on PATH as the shell would; None where there is none."""
+    folders = [""] if os.sep in name else os.environ.get("PATH", os.defpath).split(os.pathsep)
+    for folder in folders:
+        path = os.path.join(folder, name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
+def _installed(name: str) -> None:
+    if find_tool(name) is None:
+        raise FileNotFoundError(errno.ENOENT, "not installed", name)
+
+
 def run_tool(argv: List[str]) -> str:
-    """What a tool prints; raises if it is missing, fails or hangs."""
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S, check=True
-    ).stdout
+    """What a tool prints; OSError if it is missing (without starting it), fails or hangs."""
+    _installed(argv[0])
+    import subprocess
+
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S, check=True
+        ).stdout
+    except subprocess.SubprocessError as exc:  # exited non-zero, or hung and was killed
+        raise OSError("{}: {}".format(argv[0], exc)) from exc
 
 
 def read_thermal_zones(root: str) -> Dict[str, float]:
@@ -61,7 +87,13 @@ def thermal_zones() -> Dict[str, float]:
 
 def read_tegrastats_line(timeout: Optional[float] = None) -> str:
     """One line from ``tegrastats``, which otherwise prints every interval until killed;
-    "" if it prints nothing in time."""
+    "" if it prints nothing in time; OSError where it is not installed."""
+    _installed("tegrastats")
+    import contextlib
+    import signal
+    import subprocess
+    import threading
+
     proc = subprocess.Popen(
         ["tegrastats", "--interval", "100"],
         stdout=subprocess.PIPE,
@@ -97,7 +129,7 @@ def temperature_c() -> Optional[float]:
         return max(zones.values())
     try:
         return parse_vcgencmd_temp(run_tool(["vcgencmd", "measure_temp"]))
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, ValueError):
         return None
 
 
@@ -107,6 +139,6 @@ def throttled_now() -> Optional[bool]:
     try:
         out = run_tool(["vcgencmd", "get_throttled"])
         bits = int(str(parse_vcgencmd_throttled(out)["throttled_bits"]), 16)
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, ValueError):
         return None
     return bool(bits & THROTTLE_NOW_MASK)

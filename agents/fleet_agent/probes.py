@@ -27,10 +27,9 @@ from fleet_agent.facts_parse import (
     parse_nvpmodel,
     parse_os_release,
     parse_tegrastats,
-    parse_vcgencmd_temp,
-    parse_vcgencmd_throttled,
 )
 from fleet_agent.live import read_tegrastats_line, read_text, run_tool, thermal_zones
+from fleet_agent.live_parse import parse_vcgencmd_temp, parse_vcgencmd_throttled
 
 # Module-level so that tests can point the probes at fixture trees.
 _CPUINFO = "/proc/cpuinfo"
