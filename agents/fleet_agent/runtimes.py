@@ -239,7 +239,7 @@ class LiteRtSession(Session):
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise InvalidModel(_first_line(exc)) from exc
-        self.provider = provider if provider != "cpu" else "xnnpack"
+        self.provider = protocol.provider_that_runs(self.runtime, provider)
         self._read_details()
 
     def _read_details(self) -> None:
