@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from fleet import records
 from fleet.agent_build import AgentApp, build_agent
-from fleet.artifacts import Artifact, FidelityBudgetError, check_fidelity_budget, convert
+from fleet.artifacts import Artifact, FidelityBudgetError, check_fidelity_budgets, convert
 from fleet.errors import DeviceError, FleetError, Terminated
 from fleet.job import DeviceJob, build_job
 from fleet.patience import BUSY_POLL_S, DEFAULT_PATIENCE, RETRIED, Patience
@@ -141,8 +141,8 @@ def run_suite(
 
 def prepare_artifacts(plan: Plan, progress: Progress) -> tuple[dict[Key, Artifact], dict[Key, str]]:
     """Convert every (model, variant) once, before any device time is spent. A variant whose
-    conversion already loses more accuracy than the suite's accuracy_drop_pp budget is
-    refused here: (artifacts, refused variants with the reason)."""
+    conversion already misses a fidelity budget (accuracy_drop_pp, min_cosine, min_snr_db,
+    max_abs_error) is refused here: (artifacts, refused variants with the reason)."""
     artifacts, refused = {}, {}
     for case in plan.conversions():
         model, variant = case.model, case.variant
@@ -153,11 +153,12 @@ def prepare_artifacts(plan: Plan, progress: Progress) -> tuple[dict[Key, Artifac
             calibration=model.calibration,
             declared=model.declared,
             dataset=model.dataset,
+            task=model.task,
         )
-        limit = {**plan.suite.budgets, **model.budgets}.get("accuracy_drop_pp")
-        if limit is not None and model.dataset is not None:
+        if model.dataset is not None:
             try:
-                check_fidelity_budget(artifacts[case.key].card, limit)
+                budgets = {**plan.suite.budgets, **model.budgets}
+                check_fidelity_budgets(artifacts[case.key].card, budgets)
             except FidelityBudgetError as exc:
                 refused[case.key] = str(exc)
                 progress("controller", f"refused {model.name} {variant}: {exc}")

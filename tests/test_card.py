@@ -40,13 +40,13 @@ def small_cnn(path: Path) -> Path:
         helper.make_node("Reshape", ["g", "shape"], ["f"]),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["scores"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "small_cnn",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])],
-        inits,
-    )
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])
+    return save_graph(path, helper.make_graph(nodes, "small_cnn", [image], [scores], inits))
+
+
+def save_graph(path: Path, graph: onnx.GraphProto) -> Path:
+    """The graph as an opset 13, IR 8 model file."""
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx_model.ir_version = 8
     onnx.save(onnx_model, path)
@@ -208,3 +208,98 @@ def test_card_of_a_cached_artifact_is_its_stored_card(tmp_path: Path) -> None:
     shown = CliRunner().invoke(model, ["card", str(artifact.path)])
     assert "fidelity" in shown.output
     assert "agreement_top1" in shown.output
+
+
+# --- issue 13 (7): computed weights, quantized precision, tensor types, stale fidelity --------
+
+
+def computed_weights_cnn(path: Path) -> Path:
+    """small_cnn with no initializer: the conv weight a Constant node, its bias a Constant's
+    value_floats, the dense weight made at load by ConstantOfShape, its bias by Expand."""
+    rng = np.random.default_rng(1)
+    conv_w = numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "t")
+    fc_value = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.01])
+    nodes = [
+        helper.make_node("Constant", [], ["conv_w"], value=conv_w),
+        helper.make_node("Constant", [], ["conv_b"], value_floats=[0.1, 0.2, 0.3, 0.4]),
+        helper.make_node("Constant", [], ["fc_shape"], value_ints=[4, 10]),
+        helper.make_node("ConstantOfShape", ["fc_shape"], ["fc_w"], value=fc_value),
+        helper.make_node("Constant", [], ["one"], value_floats=[0.5]),
+        helper.make_node("Constant", [], ["ten"], value_ints=[10]),
+        helper.make_node("Expand", ["one", "ten"], ["fc_b"]),
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["scores"]),
+    ]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])
+    return save_graph(path, helper.make_graph(nodes, "computed", [image], [scores]))
+
+
+def test_params_and_size_count_weights_computed_at_load(tmp_path: Path) -> None:
+    path = computed_weights_cnn(tmp_path / "computed.onnx")
+    card = model_card(path)
+    assert card.params == 4 * 9 + 4 + 4 * 10 + 10  # as small_cnn: 40 were missed before
+    assert card.weight_types == {"float32": 90}
+    assert card.weight_bytes == {"float32": 360}
+    assert card.computed_weight_bytes == (4 * 10 + 10) * 4
+    assert card.model_size_mb == pytest.approx((path.stat().st_size + 200) / 1e6)
+    assert model_card(small_cnn(tmp_path / "cnn.onnx")).computed_weight_bytes is None
+
+
+def tiny_encoder(path: Path) -> Path:
+    """An encoder's shape of weights: an embedding table (Gather) and four 64x64 MatMuls."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(1000, 64)).astype(np.float32), "table")]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["h0"])]
+    for i in range(4):
+        weight = (rng.normal(size=(64, 64)) / 8).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("ReduceMean", ["h4"], ["embedding"], axes=[1], keepdims=0))
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "sequence"])
+    embedding = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 64])
+    return save_graph(path, helper.make_graph(nodes, "encoder", [ids], [embedding], inits))
+
+
+def test_a_quantized_encoder_is_int8_whatever_stays_float(tmp_path: Path) -> None:
+    """The embedding table stays float32 under static int8 (it was 'fp32' before) and becomes
+    uint8 under dynamic int8 (it was 'uint8' before); both are int8 models."""
+    source = tiny_encoder(tmp_path / "encoder.onnx")
+    calibration = tmp_path / "calib.npz"
+    np.savez(calibration, ids=np.random.default_rng(1).integers(0, 1000, (16, 12)))
+    cache = ArtifactCache(tmp_path / "artifacts")
+    static = convert(
+        source, Variant.parse("onnx:int8-static"), calibration=calibration, cache=cache
+    )
+    assert static.card.weight_types == {"float32": 64_000, "int8": 16_384}
+    assert static.card.weight_bytes == {"float32": 256_000, "int8": 16_384}
+    assert static.card.precision == "int8"
+    dynamic = convert(source, Variant.parse("onnx:int8-dynamic"), cache=cache)
+    assert dynamic.card.weight_types == {"int8": 16_384, "uint8": 64_000}
+    assert dynamic.card.precision == "int8"
+    int4 = convert(source, Variant.parse("onnx:int4"), cache=cache)
+    assert str(int4.variant) == "onnx:int4-block32"
+    assert int4.card.weight_types == {"float32": 64_000, "int4": 16_384}
+    assert int4.card.weight_bytes == {"float32": 256_000, "int4": 8_192}  # two weights a byte
+    assert int4.card.precision == "int4"
+    assert int4.card.ops["MatMulNBits"] == 4
+    shown = CliRunner().invoke(model, ["card", str(int4.path)])
+    assert "int4 8192" in shown.output  # the bytes per tensor type
+
+
+def test_a_card_without_a_data_set_has_no_fidelity_from_an_earlier_one(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "artifacts")
+    source = ZOO / "digits_mlp.onnx"
+    measured = convert(
+        source, Variant("onnx", "fp16"), cache=cache, dataset=ZOO / "digits_test.npz"
+    )
+    assert measured.card.fidelity is not None
+    again = convert(source, Variant("onnx", "fp16"), cache=cache)
+    assert again.card.fidelity is None
+    assert again.path == measured.path and cache.stats.conversions == 1
+    # The stored card keeps it, for the next request with the same data set.
+    assert read_card(again.path).fidelity == measured.card.fidelity

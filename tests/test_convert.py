@@ -22,7 +22,7 @@ from fleet.artifacts import (
     ArtifactCache,
     FidelityBudgetError,
     Variant,
-    check_fidelity_budget,
+    check_fidelity_budgets,
     convert,
     fidelity,
     model_card,
@@ -90,7 +90,9 @@ def check_variant(
     assert measured["accuracy_top1_reference"] > 0.95  # the zoo models are really trained
     assert measured["accuracy_drop_pp"] <= MAX_DROP_PP[artifact.variant.precision]
     assert measured["agreement_top1"] >= 0.97
-    check_fidelity_budget(artifact.card, MAX_DROP_PP[artifact.variant.precision])
+    check_fidelity_budgets(
+        artifact.card, {"accuracy_drop_pp": MAX_DROP_PP[artifact.variant.precision]}
+    )
     assert artifact.card.precision == artifact.variant.precision
     return artifact
 
@@ -347,10 +349,28 @@ def test_corrupt_source_is_a_config_error_naming_the_file(tmp_path: Path) -> Non
 
 
 def test_unknown_variants_are_config_errors_listing_the_known_ones() -> None:
-    for text in ("tflite:int4", "onnx:fp16-static", "coreml:fp16", "onnx"):
+    for text in (
+        "tflite:int4",
+        "onnx:fp16-static",
+        "coreml:fp16",
+        "onnx",
+        "onnx:int4-block48",
+        "onnx:int8-block32",
+        "tflite:int8-per-channel",
+        "onnx:fp16-per-channel",
+    ):
         with pytest.raises(ConfigError, match=r"unknown variant .*known variants: onnx:fp32"):
             Variant.parse(text)
-    for text in ("onnx:fp32", "tflite:int8", "onnx:int8-dynamic", "tflite:int8-static"):
+    for text in (
+        "onnx:fp32",
+        "tflite:int8",
+        "onnx:int8-dynamic",
+        "tflite:int8-static",
+        "onnx:int8-static-per-channel",
+        "onnx:int8-per-channel",
+        "onnx:int4",
+        "onnx:int4-block128",
+    ):
         assert str(Variant.parse(text)) == text
 
 
@@ -443,11 +463,11 @@ def test_fidelity_measures_a_real_accuracy_drop_and_the_budget_refuses_it(tmp_pa
     assert measured["cosine_min"] < 0.9
     card = replace(broken.card, fidelity=measured)
     with pytest.raises(FidelityBudgetError, match=r"onnx:fp32 of .*accuracy drop .* pp"):
-        check_fidelity_budget(card, 2.0)
+        check_fidelity_budgets(card, {"accuracy_drop_pp": 2.0})
     same = fidelity(reference, reference, ZOO / "digits_test.npz")
     assert same["agreement_top1"] == 1.0
     assert same["max_abs_error"] == 0.0
-    check_fidelity_budget(replace(reference.card, fidelity=same), 0.0)
+    check_fidelity_budgets(replace(reference.card, fidelity=same), {"accuracy_drop_pp": 0.0})
 
 
 def test_without_labels_the_budget_uses_disagreement(tmp_path: Path) -> None:
@@ -459,9 +479,9 @@ def test_without_labels_the_budget_uses_disagreement(tmp_path: Path) -> None:
     measured = fidelity(reference, broken, unlabeled)
     assert "accuracy_drop_pp" not in measured
     with pytest.raises(FidelityBudgetError, match="disagreement with FP32"):
-        check_fidelity_budget(replace(broken.card, fidelity=measured), 5.0)
+        check_fidelity_budgets(replace(broken.card, fidelity=measured), {"accuracy_drop_pp": 5.0})
     with pytest.raises(ConfigError, match="no fidelity in its model card"):
-        check_fidelity_budget(broken.card, 5.0)
+        check_fidelity_budgets(broken.card, {"accuracy_drop_pp": 5.0})
 
 
 def test_fidelity_is_measured_again_for_a_new_data_set_only(tmp_path: Path) -> None:
@@ -502,10 +522,11 @@ def test_convert_command_prints_a_row_per_variant(
     header, *rows = result.output.strip().splitlines()
     assert header.split() == [
         "variant",
+        "precision",
         "size_mb",
         "params",
         "sha256",
-        "agreement",
+        "fidelity",
         "drop_pp",
         "path",
     ]
@@ -516,10 +537,10 @@ def test_convert_command_prints_a_row_per_variant(
     ]
     for row in rows:
         cells = row.split()
-        assert cells[2] == "4810"
-        assert Path(cells[6]).is_file()
-        assert str(tmp_path / "cache" / "artifacts") in cells[6]
-        assert float(cells[4].rstrip("%")) > 97
+        assert cells[3] == "4810"
+        assert Path(cells[7]).is_file()
+        assert str(tmp_path / "cache" / "artifacts") in cells[7]
+        assert float(cells[5].rstrip("%")) > 97
     bad = CliRunner().invoke(convert_command, [str(ZOO / "digits_mlp.onnx"), "--to", "tflite:int4"])
     assert isinstance(bad.exception, ConfigError)
 

@@ -110,3 +110,15 @@ def test_no_module_imports_itself_back() -> None:
 
     for module in MODULES:
         visit(module, [])
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    """pyproject.toml lists the packages a wheel holds: a package missing there installs
+    from a checkout (editable) and breaks everywhere else."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert found == listed

@@ -154,3 +154,88 @@ def test_gpt_vocabulary_covers_the_corpus() -> None:
     assert prompts["tokens"].dtype == np.int64
     assert prompts["tokens"].shape[1] == 128
     assert prompts["tokens"].max() < len(VOCAB)
+
+
+# --- the pretrained models, built into the cache from packaged weights (zoo/pretrained.py) ---
+
+
+def pretrained() -> Any:
+    """zoo/pretrained.py as a module (zoo/ is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zoo_pretrained", ZOO / "pretrained.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, Path]:
+    """Each pretrained model's folder: built once per machine (the venv takes minutes)."""
+    zoo = pretrained()
+    return {name: zoo.ensure(name) for name in zoo.MODELS}
+
+
+@pytest.mark.slow
+def test_pretrained_builds_are_cached_and_named_by_their_recipe(built: dict[str, Path]) -> None:
+    zoo = pretrained()
+    for name, folder in built.items():
+        assert folder.name == f"{name}-{zoo.recipe()}"
+        assert (folder / "DONE").read_text().split() == list(zoo.MODELS[name])
+        before = {f: (folder / f).stat().st_mtime_ns for f in zoo.MODELS[name]}
+        assert zoo.ensure(name) == folder  # built before: nothing runs again
+        assert before == {f: (folder / f).stat().st_mtime_ns for f in zoo.MODELS[name]}
+    # Pins, the build script and the sentences are the recipe: what changes them builds anew.
+    assert {f.name for f in zoo.RECIPE_FILES} == {
+        "pretrained_build.py",
+        "npz.py",
+        "minilm_sentences.txt",
+    }
+
+
+@pytest.mark.slow
+def test_minilm_embeds_real_sentences(built: dict[str, Path]) -> None:
+    folder = built["minilm"]
+    encoder = ort.InferenceSession(
+        str(folder / "minilm_l6.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [(i.name, i.shape, i.type) for i in encoder.get_inputs()]
+    assert names == [
+        ("input_ids", ["batch", "sequence"], "tensor(int64)"),
+        ("attention_mask", ["batch", "sequence"], "tensor(int64)"),
+    ]
+    assert [(o.name, o.shape) for o in encoder.get_outputs()] == [("embedding", ["batch", 384])]
+    with np.load(folder / "minilm_sentences.npz") as data:
+        feeds = {k: data[k] for k in ("input_ids", "attention_mask")}
+    assert feeds["input_ids"].shape == (48, 128)
+    assert sorted(np.load(folder / "minilm_calib.npz").files) == ["attention_mask", "input_ids"]
+    (emb,) = encoder.run(None, feeds)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    similar = emb @ emb.T
+    np.fill_diagonal(similar, -1)
+    # The sentences come in paraphrase pairs: each one's nearest neighbour is its pair.
+    assert (similar.argmax(axis=1) == np.arange(48) ^ 1).mean() > 0.9
+    # Any dynamic length: the same sentence cut to 32 tokens gives the same embedding.
+    short = {k: v[:4, :32] for k, v in feeds.items()}
+    assert short["attention_mask"][:, 31].sum() == 0  # these sentences fit in 32 tokens
+    np.testing.assert_allclose(encoder.run(None, short)[0], emb[:4], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ppocr_detector_finds_text_on_a_page(built: dict[str, Path]) -> None:
+    folder = built["ppocr_det"]
+    detector = ort.InferenceSession(
+        str(folder / "ppocr_det.onnx"), providers=["CPUExecutionProvider"]
+    )
+    with np.load(folder / "ppocr_images.npz") as data:
+        images = data["x"]
+    assert images.shape == (6, 3, 320, 320) and images.dtype == np.float32
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    probs, features, pooled = detector.run(None, {"x": images[:2]})
+    # NCHW, each: the layouts a TFLite conversion may change.
+    assert probs.shape == (2, 1, 320, 320)
+    assert features.shape == (2, 96, 80, 80)
+    assert pooled.shape == (2, 384, 1, 1)
+    text = (probs > 0.3).mean(axis=(1, 2, 3))
+    assert text[0] > 0.02  # skimage's page.png: a scanned page of text

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import onnx
 import onnxruntime as ort
 import torch
 import yaml
+from npz import save_npz
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -47,17 +47,6 @@ def seed_everything() -> None:
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """np.savez stamps the current time into the zip; a fixed stamp keeps the bytes stable."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, array in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue())
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

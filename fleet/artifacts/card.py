@@ -2,8 +2,9 @@
 
 A card is a frozen `ModelCard`; `to_dict()` is its plain JSON, stored beside an artifact and
 printed by `fleet model card --json`. `params` counts the elements of weight tensors: constant
-float or 8-bit tensors (and int32 biases of quantized ops), never shape constants or
-quantization scales.
+float, 8-bit or 4-bit tensors (and int32 biases of quantized ops), stored or computed when the
+model loads (fleet.artifacts.onnx_weights), never shape constants or quantization scales;
+`weight_bytes` what each type takes, and `model_size_mb` the file plus the computed weights.
 """
 
 from __future__ import annotations
@@ -18,43 +19,58 @@ from typing import Any, TypedDict, Union, get_args, get_origin, get_type_hints, 
 
 import numpy as np
 
+from fleet.artifacts.onnx_weights import WEIGHT_DTYPES, Weight, onnx_weights
 from fleet.errors import ConfigError
 from fleet_agent.protocol import InputSpec
 
 MB = 1_000_000  # model_size_mb is in megabytes (10^6 bytes), as embedded budgets are quoted
 
-# Weight tensor types by the element counts they hold -> the precision a person would name.
-_PRECISION_OF_TYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
-# Inputs of ONNX quantization ops that hold scales and zero points, not weights.
-_QUANT_PARAM_INPUTS = {
-    "QuantizeLinear": (1, 2),
-    "DequantizeLinear": (1, 2),
-    "MatMulInteger": (2, 3),
-    "ConvInteger": (2, 3),
-    "QLinearConv": (1, 2, 4, 5, 6, 7),
-    "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+# Weight tensor types, narrowest first -> the precision a person would name. A graph's
+# precision is the narrowest type that holds at least PRECISION_SHARE of its weight elements:
+# a quantized encoder whose embedding tables stay float32 is still an int8 model, and the
+# dynamic quantizer's uint8 weights are int8 too.
+_PRECISION_OF_TYPE = {
+    "int4": "int4",
+    "uint4": "int4",
+    "int8": "int8",
+    "uint8": "int8",
+    "float16": "fp16",
+    "bfloat16": "bf16",
+    "float32": "fp32",
+    "float64": "fp64",
 }
-_WEIGHT_DTYPES = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int4", "uint4"}
+PRECISION_SHARE = 0.1
 
 
-class _Agreement(TypedDict):
+class _Measured(TypedDict):
     method: int  # fidelity.METHOD: a result made by another method is measured again
     dataset: str  # the file name
     dataset_sha256: str
+    task: str  # classification, embedding, tensor or generation: which measures apply
+
+
+class Fidelity(_Measured, total=False):
+    """How a converted variant follows its FP32 source (fleet.artifacts.fidelity). `error`
+    when the variant could not be compared (it does not load, its outputs cannot be aligned):
+    no measures then. Every task gets the tensor measures (worst sample, worst output);
+    classifiers and decoders the top-1/top-5 agreement and, with labels, the accuracies and
+    their drop (percentage points); embeddings the nearest-neighbour agreement."""
+
+    error: str
     samples: float
-    agreement_top1: float
+    constant_output: bool  # the variant's outputs do not vary over the data set: broken
     cosine_min: float
     cosine_mean: float
+    snr_db: float
+    psnr_db: float
     max_abs_error: float
-
-
-class Fidelity(_Agreement, total=False):
-    """How a converted variant follows its FP32 source (fleet.artifacts.fidelity); the
-    accuracies and their drop (in percentage points) only when the data set has labels."""
-
+    agreement_top1: float
+    agreement_top5: float
+    neighbour_agreement: float
     accuracy_top1_reference: float
     accuracy_top1: float
     accuracy_drop_pp: float
+    outputs: dict[str, dict[str, float]]  # per output name, when the model has several
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,16 +79,18 @@ class ModelCard:
     so a suite cannot declare it; in `to_dict()` the declared fields sit beside them."""
 
     format: str  # "onnx" or "tflite", as the file's suffix says
-    params: int
+    params: int  # weight elements, those computed at load included
     weight_types: dict[str, int]  # element type -> weight elements of that type
-    precision: str  # "fp32", "int8", ...: the type that holds most weight elements
+    weight_bytes: dict[str, int]  # element type -> bytes its weights take
+    precision: str  # "fp32", "int8", "int4"...: see _precision()
     ops: dict[str, int]  # op type -> count, the most used first
     inputs: list[InputSpec]
     outputs: list[InputSpec]  # described as the inputs are
     opset: int | None = None  # ONNX only
     producer: str | None = None  # ONNX only: the exporter's name and version
     file_size_bytes: int
-    model_size_mb: float
+    model_size_mb: float  # the file and the weights computed at load, in MB (10^6 bytes)
+    computed_weight_bytes: int | None = None  # weights the graph makes at load (not in the file)
     # A converted artifact's variant spec, and the name and sha256 of the model it came from.
     variant: str | None = None
     source: str | None = None
@@ -168,17 +186,21 @@ def declare(card: ModelCard, declared: Mapping[str, str], path: Path) -> ModelCa
 
 
 def _precision(weight_types: Mapping[str, int]) -> str:
-    """The type holding most weight elements names the precision (int32 biases don't count)."""
+    """The narrowest type holding PRECISION_SHARE of the weight elements (int32 biases of
+    quantized ops don't count); a type fleet does not rank names itself if it is the most."""
     counted = {t: n for t, n in weight_types.items() if t != "int32"}
-    if not counted:
+    total = sum(counted.values())
+    if not total:
         return "unknown"
-    dominant = max(counted, key=lambda t: counted[t])
-    return _PRECISION_OF_TYPE.get(dominant, dominant)
+    for dtype, name in _PRECISION_OF_TYPE.items():
+        if counted.get(dtype, 0) >= PRECISION_SHARE * total:
+            return name
+    return max(counted, key=lambda t: counted[t])
 
 
 def _card(
     path: Path,
-    weights: Sequence[tuple[str, int]],
+    weights: Sequence[Weight],
     ops: Counter[str],
     inputs: list[InputSpec],
     outputs: list[InputSpec],
@@ -186,13 +208,17 @@ def _card(
     producer: str | None = None,
 ) -> ModelCard:
     weight_types: Counter[str] = Counter()
-    for dtype, count in weights:
-        weight_types[dtype] += count
+    weight_bytes: Counter[str] = Counter()
+    for weight in weights:
+        weight_types[weight.dtype] += weight.elements
+        weight_bytes[weight.dtype] += weight.bytes
+    computed = sum(w.bytes for w in weights if w.computed)
     size = path.stat().st_size
     return ModelCard(
         format=path.suffix[1:],
         params=sum(weight_types.values()),
         weight_types=dict(sorted(weight_types.items())),
+        weight_bytes=dict(sorted(weight_bytes.items())),
         precision=_precision(weight_types),
         ops=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         inputs=inputs,
@@ -200,7 +226,8 @@ def _card(
         opset=opset,
         producer=producer,
         file_size_bytes=size,
-        model_size_mb=size / MB,
+        model_size_mb=(size + computed) / MB,
+        computed_weight_bytes=computed or None,
     )
 
 
@@ -223,38 +250,12 @@ def load_onnx(path: Path) -> Any:
 
 
 def _onnx_card(path: Path) -> ModelCard:
-    import onnx
-
     model = load_onnx(path)
     graph = model.graph
-    skip = {
-        node.input[i]
-        for node in graph.node
-        for i in _QUANT_PARAM_INPUTS.get(node.op_type, ())
-        if i < len(node.input)
-    }
-    dequantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
-    constants = [(t.name, t) for t in graph.initializer] + [
-        (node.output[0], attr.t)
-        for node in graph.node
-        if node.op_type == "Constant"
-        for attr in node.attribute
-        if attr.name == "value"
-    ]
-    weights = []
-    for name, tensor in constants:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).name
-        if dtype == "object":  # a bfloat16/float8 without a numpy type: name it by ONNX
-            dtype = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
-        size = int(np.prod(tensor.dims)) if tensor.dims else 1
-        if name in skip or size <= 1:
-            continue
-        if dtype in _WEIGHT_DTYPES or name in dequantized:
-            weights.append((dtype, size))
     initializers = {t.name for t in graph.initializer}
     return _card(
         path,
-        weights,
+        onnx_weights(model),
         Counter(node.op_type for node in graph.node),
         [_onnx_io(v) for v in graph.input if v.name not in initializers],
         [_onnx_io(v) for v in graph.output],
@@ -308,8 +309,8 @@ def _tflite_card(path: Path) -> ModelCard:
         dtype = np.dtype(tensor["dtype"]).name
         size = int(np.prod(tensor["shape"])) if len(tensor["shape"]) else 1
         quantized = len(tensor["quantization_parameters"]["scales"]) > 0
-        if size > 1 and (dtype in _WEIGHT_DTYPES or (dtype == "int32" and quantized)):
-            weights.append((dtype, size))
+        if size > 1 and (dtype in WEIGHT_DTYPES or (dtype == "int32" and quantized)):
+            weights.append(Weight(dtype, size, size * np.dtype(dtype).itemsize))
     names = signature_names(interpreter)
     return _card(
         path,

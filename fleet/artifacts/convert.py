@@ -17,9 +17,9 @@ from fleet.artifacts.card import ModelCard, declare, load_tflite, model_card
 from fleet.artifacts.converter_env import last_lines
 from fleet.artifacts.data import Samples, load_samples
 from fleet.artifacts.fidelity import METHOD as FIDELITY_METHOD
-from fleet.artifacts.fidelity import fidelity
-from fleet.artifacts.variant import Variant
-from fleet.errors import ConfigError, ConversionError
+from fleet.artifacts.fidelity import TASKS, fidelity, infer_task
+from fleet.artifacts.variant import DEFAULT_BLOCK_SIZE, Variant
+from fleet.errors import ConfigError, ConversionError, FleetError
 from fleet_agent.protocol import InputSpec
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,26 @@ def convert(
     cache: ArtifactCache | None = None,
     declared: Mapping[str, str] | None = None,
     dataset: Path | None = None,
+    task: str | None = None,
 ) -> Artifact:
     """Convert `source` (.onnx) to `variant`, or find the same request done before.
 
     int8 without a mode is static (calibrated on `calibration`) when calibration data is
-    given and dynamic otherwise. With `dataset` the card gets `fidelity` against the source.
+    given and dynamic otherwise; int4 without a block size takes DEFAULT_BLOCK_SIZE. With
+    `dataset` the card gets `fidelity` against the source, by the measures of `task` (else the
+    declared `task`, else one inferred from the data set and the outputs); without it the
+    card has no fidelity, whatever an earlier data set measured.
     """
     cache = cache if cache is not None else ArtifactCache()
     if source.suffix != ".onnx":
         raise ConfigError(f"{source}: fleet converts ONNX models; give an .onnx file")
+    task = task or (declared or {}).get("task")
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"{source}: unknown task {task!r}; fleet knows {', '.join(TASKS)}")
     if variant.precision == "int8" and variant.mode is None:
         variant = replace(variant, mode="static" if calibration is not None else "dynamic")
+    if variant.precision == "int4" and variant.block_size is None:
+        variant = replace(variant, block_size=DEFAULT_BLOCK_SIZE)
     if variant.mode == "static" and calibration is None:
         raise ConfigError(
             f"{source}: {variant} calibrates on data; give a calibration .npz (--calibration,"
@@ -74,13 +83,16 @@ def convert(
         calibration = None
     samples = load_samples(calibration, inputs) if calibration else None
     calibration_sha = sha256_file(calibration) if calibration else None
-    key = request_key(_request(source_sha, variant, calibration_sha))
+    shapes = _fixed_shapes(source, variant, inputs, dataset, samples)
+    key = request_key(_request(source_sha, variant, calibration_sha, shapes))
     with cache.lock(key):
         path = cache.lookup(key)
         counted = variant != FP32  # FP32 is the source itself: no converter runs for it
         if path is None:
             cache.stats.conversions += counted
-            job = _Job(source, origin, source_sha, inputs, variant, samples, calibration_sha)
+            job = _Job(
+                source, origin, source_sha, inputs, variant, samples, calibration_sha, shapes
+            )
             path = _produce(job, cache, key)
         else:
             cache.stats.hits += counted
@@ -96,17 +108,23 @@ def convert(
     if declared is not None and dict(declared) != card.declared:
         card = declare(card, declared, source)
     artifact = Artifact(path, path.stem, variant, card, source_sha)
-    stored = card.fidelity
-    if dataset is not None and (
-        stored is None
-        or (stored["dataset_sha256"], stored["method"]) != (sha256_file(dataset), FIDELITY_METHOD)
-    ):
-        card = replace(card, fidelity=fidelity(reference or artifact, artifact, dataset))
-        artifact = replace(artifact, card=card)
+    if dataset is not None:
+        wanted = task or infer_task(card, load_samples(dataset, inputs))
+        stored = card.fidelity
+        if stored is None or (
+            stored["dataset_sha256"],
+            stored["method"],
+            stored["task"],
+        ) != (sha256_file(dataset), FIDELITY_METHOD, wanted):
+            measured = fidelity(reference or artifact, artifact, dataset, wanted)
+            card = replace(card, fidelity=measured)
+            artifact = replace(artifact, card=card)
     as_json = card.to_dict()
     if as_json != sidecar.get("card"):
         sidecar.pop("declared", None)  # older sidecars listed the declared fields the card holds
         cache.write_sidecar(path, {**sidecar, "card": as_json})
+    if dataset is None:  # the stored fidelity is of an earlier data set: not this request's
+        artifact = replace(artifact, card=replace(card, fidelity=None))
     return artifact
 
 
@@ -126,9 +144,18 @@ class _Job:
     variant: Variant
     samples: Samples | None
     calibration_sha: str | None
+    shapes: dict[str, list[int]] | None  # TFLite: fixed input shapes (tflite_variants)
 
     def describe(self) -> str:
         return f"{self.source} -> {self.variant}"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A variant convert_all() could not make, and why (one line)."""
+
+    variant: Variant
+    reason: str
 
 
 def convert_all(
@@ -139,16 +166,60 @@ def convert_all(
     cache: ArtifactCache | None = None,
     declared: Mapping[str, str] | None = None,
     dataset: Path | None = None,
-) -> list[Artifact]:
-    """convert() for each variant in turn; the first failure stops it (nothing is skipped)."""
+    task: str | None = None,
+) -> list[Artifact | Failed]:
+    """convert() for each variant in turn, in order: a variant that fails is a `Failed` and
+    the others are still converted. What is wrong for every variant (the source, the data
+    set) raises before any conversion."""
     cache = cache if cache is not None else ArtifactCache()
-    return [
-        convert(source, v, calibration=calibration, cache=cache, declared=declared, dataset=dataset)
-        for v in variants
-    ]
+    reference = convert(source, FP32, cache=cache, declared=declared, dataset=dataset, task=task)
+    done: list[Artifact | Failed] = []
+    for variant in variants:
+        try:
+            done.append(
+                reference
+                if variant == FP32
+                else convert(
+                    source,
+                    variant,
+                    calibration=calibration,
+                    cache=cache,
+                    declared=declared,
+                    dataset=dataset,
+                    task=task,
+                )
+            )
+        except FleetError as exc:
+            log.info("%s %s: %s", source.name, variant, exc)
+            done.append(Failed(variant, str(exc)))
+    return done
 
 
-def _request(source_sha: str, variant: Variant, calibration_sha: str | None) -> dict[str, Any]:
+def _fixed_shapes(
+    source: Path,
+    variant: Variant,
+    inputs: list[InputSpec],
+    dataset: Path | None,
+    calibration: Samples | None,
+) -> dict[str, list[int]] | None:
+    """The shapes a TFLite conversion fixes dynamic dimensions to, from the samples at hand."""
+    if variant.format != "tflite" or not tflite_variants.needs_fixed_shapes(inputs):
+        return None
+    samples = load_samples(dataset, inputs) if dataset is not None else calibration
+    if samples is None:
+        raise ConfigError(
+            f"{source}: {variant} needs fixed input shapes ({[i['shape'] for i in inputs]} have"
+            " dynamic dimensions besides the batch): give a data set (--dataset) to take them from"
+        )
+    return tflite_variants.fixed_shapes(inputs, samples)
+
+
+def _request(
+    source_sha: str,
+    variant: Variant,
+    calibration_sha: str | None,
+    shapes: dict[str, list[int]] | None = None,
+) -> dict[str, Any]:
     """Everything that decides the bytes of a converted file: the artifact cache's key.
 
     Calibration data counts only for static int8, the one variant it changes."""
@@ -157,12 +228,11 @@ def _request(source_sha: str, variant: Variant, calibration_sha: str | None) -> 
     if variant == FP32:
         converter, version, options = "none", "", {}
     elif variant.format == "onnx":
-        precision = variant.spec().partition(":")[2]
         converter, version = "onnxruntime", onnx_variants.version()
-        options = onnx_variants.OPTIONS[precision]
+        options = onnx_variants.options(variant)
     else:
         converter, version = "onnx2tf", tflite_variants.version()
-        options = tflite_variants.options(calibrated=variant.mode == "static")
+        options = tflite_variants.options(variant.mode == "static", shapes)
     return {
         "source_sha256": source_sha,
         "variant": variant.spec(),
@@ -192,6 +262,7 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
                 job.describe(),
                 cache.root / "logs" / f"{key}.log",
                 job.variant.spec(),
+                job.shapes,
             )
             produced = {Variant.parse(spec): path for spec, path in files.items()}
         seconds = time.monotonic() - start
@@ -203,7 +274,7 @@ def _produce(job: _Job, cache: ArtifactCache, key: str) -> Path:
             if problem:  # a sibling: not stored, so asking for it converts again and says why
                 log.warning("%s: not keeping %s: %s", job.describe(), made, problem)
                 continue
-            request = _request(job.source_sha, made, job.calibration_sha)
+            request = _request(job.source_sha, made, job.calibration_sha, job.shapes)
             try:
                 card = _artifact_card(file, made, job.source, job.source_sha)
             except ConfigError as exc:  # names the scratch file; the user needs the request
@@ -228,14 +299,24 @@ def _onnx(job: _Job, work: Path) -> Path:
     target = work / "model.onnx"
     try:
         origin = onnx_variants.weights_as_constants(job.origin, work)
-        if job.variant.precision == "fp16":
+        variant = job.variant
+        if variant.precision == "fp16":
             onnx_variants.to_fp16(origin, target)
-        elif job.variant.mode == "dynamic":
-            onnx_variants.to_int8_dynamic(origin, work / "pre.onnx", target)
+        elif variant.precision == "int4":
+            assert variant.block_size is not None  # convert() sets the default
+            onnx_variants.to_int4(origin, target, variant.block_size)
+        elif variant.mode == "dynamic":
+            onnx_variants.to_int8_dynamic(origin, work / "pre.onnx", target, variant.per_channel)
         else:
             assert job.samples is not None  # convert() insists on calibration for static int8
-            first_dim = job.inputs[0]["shape"][0]
-            onnx_variants.to_int8_static(origin, work / "pre.onnx", target, job.samples, first_dim)
+            onnx_variants.to_int8_static(
+                origin,
+                work / "pre.onnx",
+                target,
+                job.samples,
+                job.inputs[0]["shape"][0],
+                variant.per_channel,
+            )
     except Exception as exc:  # onnxruntime's tools raise many unrelated types
         raise ConversionError(
             f"{job.describe()}: onnxruntime failed: {type(exc).__name__}: {last_lines(str(exc))}"

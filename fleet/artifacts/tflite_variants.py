@@ -13,6 +13,11 @@ transpose inside the model, instead of onnx2tf's default of NHWC inputs. `-rtpo 
 Erf (GELU) from builtin ops: as a TensorFlow "Flex" op it would not load in LiteRT (seen
 with the zoo's tiny decoder).
 
+onnx2tf converts dynamic dimensions other than the batch badly or not at all (a MiniLM
+encoder with [batch, sequence] inputs fails in its Reshapes): such a model is converted at
+fixed shapes (`-ois NAME:1,D1,...`), batch 1 and the other dimensions of the samples given
+(the data set, else the calibration set), so its TFLite variants run at that shape only.
+
 Full-integer calibration needs float inputs (convert() refuses others) and always passes the
 caller's samples with `-cind NAME FILE MEAN STD` (mean 0, std 1: the samples are used as
 given); without `-cind` onnx2tf would download calibration images from the internet.
@@ -23,7 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +59,28 @@ FULL_INTEGER = ["-oiqt", "-qt", "per-channel"]
 MEAN_STD = ["[0.0]", "[1.0]"]
 
 
-def options(calibrated: bool) -> dict[str, Any]:
+def options(calibrated: bool, shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """What shapes the output (paths left out), for the cache key and the sidecar."""
-    flags = [*KEEP_LAYOUT, "INPUTS"]
+    flags = [*KEEP_LAYOUT, "INPUTS", *_fixed(shapes)]
     if calibrated:
         flags += [*FULL_INTEGER, "-cind", "INPUT", "SAMPLES.npy", *MEAN_STD]
     return {"flags": flags}
+
+
+def needs_fixed_shapes(inputs: Sequence[InputSpec]) -> bool:
+    """Whether some input has a dynamic dimension besides the batch."""
+    return any(not isinstance(dim, int) for spec in inputs for dim in spec["shape"][1:])
+
+
+def fixed_shapes(inputs: Sequence[InputSpec], samples: Samples) -> dict[str, list[int]]:
+    """Batch 1 and the samples' other dimensions, for every input."""
+    return {spec["name"]: [1, *samples.feeds[spec["name"]].shape[1:]] for spec in inputs}
+
+
+def _fixed(shapes: Mapping[str, Sequence[int]] | None) -> list[str]:
+    if not shapes:
+        return []
+    return ["-ois", *(f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items())]
 
 
 def convert(
@@ -70,6 +91,7 @@ def convert(
     describe: str,
     log_path: Path,
     wanted: str,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Path]:
     """Run onnx2tf once; variant spec -> file it wrote. `describe` names it in errors."""
     python = converter_python()
@@ -86,7 +108,7 @@ def convert(
     staged = workdir / source.name
     shutil.copyfile(source, staged)
     argv = [str(python), "-m", "onnx2tf", "-i", str(staged), "-o", str(workdir)]
-    argv += [*KEEP_LAYOUT, *names]
+    argv += [*KEEP_LAYOUT, *names, *_fixed(shapes)]
     if calibration is not None:
         argv += FULL_INTEGER
         for index, name in enumerate(names):

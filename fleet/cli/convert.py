@@ -45,26 +45,53 @@ class _VariantsOption(click.Option):
     help="Test set (.npz: 'inputs', optional 'labels') to measure each variant against FP32.",
 )
 def convert(source: Path, variants: str, calibration: Path | None, dataset: Path | None) -> None:
-    """Convert SOURCE (.onnx) to each variant; converted files are cached by content."""
-    from fleet.artifacts import convert_all, parse_list
+    """Convert SOURCE (.onnx) to each variant; converted files are cached by content.
 
-    artifacts = convert_all(source, parse_list(variants), calibration=calibration, dataset=dataset)
-    columns = ["variant", "size_mb", "params", "sha256", "agreement", "drop_pp", "path"]
-    rows = []
-    for artifact in artifacts:
+    Every variant that can be made is made and listed; the failed ones are listed after the
+    table with the reason, and the command then exits 1."""
+    from fleet.artifacts import Failed, convert_all, parse_list
+
+    done = convert_all(source, parse_list(variants), calibration=calibration, dataset=dataset)
+    columns = ["variant", "precision", "size_mb", "params", "sha256", "fidelity", "drop_pp", "path"]
+    rows, failed = [], []
+    for artifact in done:
+        if isinstance(artifact, Failed):
+            failed.append(f"FAILED {artifact.variant}: {artifact.reason}")
+            rows.append([str(artifact.variant), *["-"] * 4, "FAILED", "-", "-"])
+            continue
         fidelity: Mapping[str, Any] = artifact.card.fidelity or {}
         rows.append(
             [
                 str(artifact.variant),
+                artifact.card.precision,
                 f"{artifact.card.model_size_mb:.3f}",
                 str(artifact.card.params),
                 artifact.sha256[:12],
-                _number(fidelity.get("agreement_top1"), "{:.2%}"),
+                _fidelity(fidelity),
                 _number(fidelity.get("accuracy_drop_pp"), "{:+.2f}"),
                 str(artifact.path),
             ]
         )
     click.echo(format_table(columns, rows))
+    for line in failed:
+        click.echo(line, err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _fidelity(measured: Mapping[str, Any]) -> str:
+    """The measure that fits the model's task, in one cell."""
+    if not measured:
+        return "-"
+    if "error" in measured:
+        return "not-comparable"
+    if measured.get("constant_output"):
+        return "constant-output"
+    if measured.get("task") == "embedding":
+        return _number(measured.get("cosine_mean"), "cos={:.4f}")
+    if measured.get("task") == "tensor":
+        return _number(measured.get("snr_db"), "snr={:.1f}dB")
+    return _number(measured.get("agreement_top1"), "{:.2%}")
 
 
 @click.group()
@@ -88,7 +115,7 @@ def card(file: Path, as_json: bool) -> None:
             value = ", ".join(f"{t['name']} {t['dtype']} {t['shape']}" for t in value)
         elif key == "ops":
             value = ", ".join(f"{op} {n}" for op, n in value.items())
-        elif key in ("weight_types", "fidelity"):
+        elif key in ("weight_types", "weight_bytes", "fidelity"):
             value = ", ".join(f"{k} {_number(v, '{:.4g}')}" for k, v in value.items())
         elif key == "model_size_mb":
             value = f"{value:.3f}"
