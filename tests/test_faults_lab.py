@@ -113,7 +113,7 @@ def test_a_killed_worker_fails_its_case_only(lab: Path, tmp_path: Path) -> None:
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, output
     store = Store(store_path)
-    assert case_records(store) == {"m1": ("error", None), "m2": ("ok", None)}  # the next ran
+    assert case_records(store) == {"m1": ("error", "error"), "m2": ("ok", None)}  # the next ran
     (killed,) = [r for r in store.records(measurement="result") if r.tags["model"] == "m1"]
     message = str(killed.fields["message"])
     assert "worker killed (SIGKILL) in" in message and "other than the OOM killer" in message

@@ -318,7 +318,7 @@ def test_budget_failures_and_invalid_results_say_device_metric_value_and_limit(
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, text
 
     for device in ("lab1", "lab2"):
-        assert f"AssertionError: assert {device}: digits_mlp onnx:fp32 latency p95 = " in text
+        assert f"assert {device}: digits_mlp onnx:fp32 latency p95 = " in text
         assert f"ms, not < 1e-06 ms\nE         device:  {device} (class lab, 127.0.0." in text
         assert "E         limit:   < 1e-06 ms\nE         stored:  run " in text
         # The stored verdict reads the same: device, case, budget, value and limit.

@@ -141,6 +141,18 @@ class Accuracy:
     samples: int
 
 
+class _FromOrigin:
+    """A result's device, model, variant or run id: read from where its figures came from."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, result: FleetResult | None, owner: type) -> str:
+        if result is None:  # on the class itself: not a figure of any result
+            raise AttributeError(self.name)
+        return str(getattr(result.origin, self.name))
+
+
 @dataclass(frozen=True)
 class FleetResult:
     """One case on one device, as stored (`fields`, `tags`), with typed figures."""
@@ -163,21 +175,10 @@ class FleetResult:
     facts: Mapping[str, object]  # the device's sysinfo in this run
     reference: FleetResult | None = None  # the FP32 ONNX result of the same run, if it ran
 
-    @property
-    def device(self) -> str:
-        return self.origin.device
-
-    @property
-    def model(self) -> str:
-        return self.origin.model
-
-    @property
-    def variant(self) -> str:
-        return self.origin.variant
-
-    @property
-    def run_id(self) -> str:
-        return self.origin.run_id
+    device = _FromOrigin()
+    model = _FromOrigin()
+    variant = _FromOrigin()
+    run_id = _FromOrigin()
 
     def summary(self) -> dict[str, object]:
         """What goes into the JUnit report (`record_property`): the headline figures."""
