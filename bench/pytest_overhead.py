@@ -11,21 +11,23 @@ an order that rotates every round so that a change of load on a shared machine h
 - pytest: `pytest test_cases.py --fleet-inventory LAB/inventory.yaml --fleet-devices lab -n P
   --fleet-store S`, one test parametrized over the same three cases, each calling
   `fleet_device.run_case(SUITE, model, variant)`: the same cases, settings and devices, each
-  test its own run (its own SSH connection and agent start), the devices spread over P
-  workers by the plugin (`--dist loadgroup`); every test must pass and store its result;
+  test its own run (its own agent start and device lock) over one SSH connection per device
+  and worker, the devices spread over P workers by the plugin (`--dist loadgroup`); every
+  test must pass and store its result;
 - pytest, tests that measure nothing: the same command and parametrization, each test only
   asking for `fleet_device`: what pytest, pytest-xdist's workers and the plugin cost before
   any device work.
 
 Validity limits are relaxed in the suite (a lab shares this machine's cores): both sides do the
-same work whatever the noise, and no test fails on it. One untimed round first sends the agent
-and the artifacts to every device. Prints each side's median wall time, quartiles and the CPU
-its controller processes used (pytest and its workers, or fleet); the ratio of the medians and
+same work whatever the noise, and no test fails on it. One untimed `fleet run` first sends the
+agent and the artifacts to every device. Prints each side's median wall time, quartiles and the
+CPU its controller processes used (pytest and its workers, or fleet); the ratio of the medians and
 each round's ratio (issue 11's goal: pytest <= 1.2x); what every run pays before its first
 case (from its start to its device's sysinfo in the store: connection, agent start, probes),
-which pytest pays once per test and `fleet run` once per device; and what one SSH connection
-costs, the part of that the plugin could save by keeping one per device
-(`fleet.runner.run_suite` opens its own for each run).
+which pytest pays once per test and `fleet run` once per device; the SSH logins each side
+made (counted in the lab's sshd logs: one per device for both, the plugin keeping each
+device's connection for its worker's session); and what one SSH connection costs, what a
+test would pay again without that.
 
     python bench/pytest_overhead.py --devices 8 --rounds 5
     python bench/pytest_overhead.py --lab /tmp/lab8 --rounds 5   # a lab already up
@@ -150,6 +152,11 @@ def stored(store: Path, parallel: int) -> tuple[int, list[float]]:
         db.close()
 
 
+def logins(lab: Path, devices: list[str]) -> int:
+    """SSH logins the lab's sshds accepted so far: one per connection."""
+    return sum((lab / d / "sshd.log").read_text().count("Accepted publickey") for d in devices)
+
+
 def connect_cost(inventory: Path, times: int = 20) -> float:
     """Median seconds of one SSH connection (open and close) to the first lab device."""
     from fleet.inventory import load_inventory
@@ -188,7 +195,8 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     env["FLEET_HOME"] = str(work / "home")
     with lab(args.devices, args.lab) as folder:
         inventory = folder / "inventory.yaml"
-        devices = len(yaml.safe_load(inventory.read_text())["all"]["children"]["lab"]["hosts"])
+        hosts = list(yaml.safe_load(inventory.read_text())["all"]["children"]["lab"]["hosts"])
+        devices = len(hosts)
         expected = devices * len(CASES)
 
         def fleet_run(store: Path) -> list[str]:
@@ -215,17 +223,20 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         }
         print(f"lab: {devices} devices; {len(CASES)} cases each; parallel {args.parallel}")
         print(f"load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
-        for name, argv in sides.items():  # untimed: agents and artifacts onto the devices
-            timed(argv(work / f"warm-{name.split()[0]}-{len(name)}.sqlite"), work, env)
+        # Untimed: the agent and the artifacts onto the devices, where both sides find them.
+        timed(fleet_run(work / "warm.sqlite"), work, env)
         wall: dict[str, list[float]] = {name: [] for name in sides}
         cpu: dict[str, list[float]] = {name: [] for name in sides}
         starts: dict[str, list[float]] = {name: [] for name in sides}
+        logged_in: dict[str, list[int]] = {name: [] for name in sides}
         for round_ in range(args.rounds):
             names = list(sides)
             order = names[round_ % 3 :] + names[: round_ % 3]  # each side first in turn
             for name in order:
                 store = work / f"r{round_}-{name.split()[0]}-{len(name)}.sqlite"
+                before = logins(folder, hosts)
                 seconds, used = timed(sides[name](store), work, env)
+                logged_in[name].append(logins(folder, hosts) - before)
                 wall[name].append(seconds)
                 cpu[name].append(used)
                 found, run_starts = stored(store, args.parallel)
@@ -260,6 +271,11 @@ def measure(args: argparse.Namespace, work: Path) -> None:
             f" device's sysinfo (connect, agent start, probes), paid"
             f" {'once per device' if name == FLEET else 'once per test'}"
         )
+    print(
+        "SSH logins per run: "
+        + ", ".join(f"{name} {statistics.median(logged_in[name]):g}" for name in (FLEET, PYTEST))
+        + f" ({devices} devices, {devices * len(CASES)} tests)"
+    )
     print(f"one SSH connection (open + close): {connect_s * 1000:.0f} ms (median of 20)")
 
 

@@ -51,11 +51,13 @@ def up(
     pythons: list[str] | None = None,
     first: int = 1,
     memory_mb: int | None = None,
+    address: str | None = None,
 ) -> list[LabDevice]:
     """Start `count` devices; write inventory.yaml, known_hosts and the lab state.
 
     `memory_mb` gives every device that memory cap instead of 8, 4 and 2 GB in turn (a small
-    board, or a device made to run out of memory)."""
+    board, or a device made to run out of memory). `address` is the one every device listens
+    on instead of its own 127.0.0.x (a bastion on a network namespace's outer address)."""
     if count < 1:
         raise ConfigError("a lab needs at least one device (--devices N)")
     if not Path(SSHD).exists():
@@ -81,6 +83,7 @@ def up(
                     cores[i % len(cores)],
                     memory_mb or MEMORY_CAPS_MB[i % len(MEMORY_CAPS_MB)],
                     (pythons or [sys.executable])[i % len(pythons or [sys.executable])],
+                    address,
                 )
             )
     finally:
@@ -107,14 +110,20 @@ def _free_port(address: str) -> int:
 
 
 def _start(
-    folder: Path, name: str, index: int, core: int, memory_mb: int, python: str
+    folder: Path,
+    name: str,
+    index: int,
+    core: int,
+    memory_mb: int,
+    python: str,
+    address: str | None,
 ) -> LabDevice:
     home = folder / name
     workdir = home / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     host_key = home / "ssh_host_ed25519_key"
     _keygen(host_key)
-    address = f"127.0.0.{10 + index}"
+    address = address or f"127.0.0.{10 + index}"
     port = _free_port(address)
     config = home / "sshd_config"
     config.write_text(

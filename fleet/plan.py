@@ -10,10 +10,11 @@ from pathlib import Path
 from fleet.artifacts.cache import sha256_file
 from fleet.artifacts.variant import Variant
 from fleet.inventory import Device
-from fleet.suite import ModelSpec, Shape, Suite
+from fleet.suite import RUNTIME_FOR_FORMAT, ModelSpec, Shape, Suite
+from fleet.suite.providers import describe_options
 from fleet_agent.protocol import InputSpec, Settings, Task
 
-RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
+__all__ = ["RUNTIME_FOR_FORMAT", "Case", "DevicePlan", "Plan", "describe", "make_plan"]
 # The variant every other one is compared with for accuracy drop and agreement.
 REFERENCE = Variant("onnx", "fp32")
 
@@ -109,21 +110,21 @@ class Plan:
 
 def make_plan(suite: Suite, devices: Sequence[Device]) -> Plan:
     """Cases per device: per model and shape, the reference variant first (the others
-    compare with it)."""
+    compare with it). Each device's provider and options (its own, its class's or the
+    suite's) are checked here, before anything is converted or sent."""
     plans = []
     for device in devices:
-        cases = [
-            Case(
-                model,
-                variant,
-                suite.measure_for(device.device_class),
-                suite.budgets_for(model, device.device_class),
-                shape,
-            )
-            for model in suite.models
-            for shape in model.shapes
-            for variant in sorted(model.variants, key=lambda v: v != REFERENCE)
-        ]
+        cls = device.device_class
+        by_runtime: dict[str, Settings] = {}
+        cases = []
+        for model in suite.models:
+            for shape in model.shapes:
+                for variant in sorted(model.variants, key=lambda v: v != REFERENCE):
+                    runtime = RUNTIME_FOR_FORMAT[variant.format]
+                    if runtime not in by_runtime:
+                        by_runtime[runtime] = suite.measure_for(cls, runtime, device)
+                    budgets = suite.budgets_for(model, cls)
+                    cases.append(Case(model, variant, by_runtime[runtime], budgets, shape))
         plans.append(DevicePlan(device, tuple(cases)))
     return Plan(suite, tuple(plans))
 
@@ -131,14 +132,28 @@ def make_plan(suite: Suite, devices: Sequence[Device]) -> Plan:
 def describe(plan: Plan) -> list[str]:
     """`fleet run --plan`: one line per device and case."""
     lines = []
+    by_gpu: dict[tuple[str, int], list[str]] = {}
+    for device_plan in plan.devices:
+        device = device_plan.device
+        if device.gpu is not None:
+            by_gpu.setdefault((device.host, device.gpu), []).append(device.name)
     for device_plan in plan.devices:
         device = device_plan.device
         lines.append(f"{device.name} ({device.device_class}, {device.host})")
+        others = [n for n in by_gpu.get((device.host, device.gpu or 0), []) if n != device.name]
+        if device.gpu is not None and others:
+            lines.append(
+                f"  shares GPU {device.gpu} of {device.host} with {', '.join(others)}: the"
+                " agent's lock on that GPU measures one device at a time"
+            )
         for case in device_plan.cases:
             s = case.settings
             shapes = f" {case.input_shapes}" if case.shape.chosen else ""
+            options = describe_options(s["provider_options"])
+            gpu = f" gpu={s['gpu']}" if s["gpu"] is not None else ""
             lines.append(
-                f"  {case.id:32} {case.runtime}/{s['provider']} threads={s['threads']}"
+                f"  {case.id:32} {case.runtime}/{s['provider']}"
+                f"{f'[{options}]' if options else ''}{gpu} threads={s['threads']}"
                 f" batch={s['batch']}{shapes}"
             )
     return lines

@@ -15,6 +15,7 @@ from fleet.inventory import Device
 from fleet.plan import Case, dataset_on_device
 from fleet.results.record import Record, make_record
 from fleet.suite import check_budgets
+from fleet.suite.providers import describe_options
 from fleet_agent import protocol
 
 
@@ -39,7 +40,8 @@ def tags(ctx: DeviceContext, case: Case | None = None) -> dict[str, str]:
 
     `variant` is the variant as converted (`onnx:int8-static`: two int8 modes are two
     series); `shape` the input shapes when the suite or the data set chose them; `provider`
-    the one that runs, as far as it is known before a result says."""
+    the one that runs, as far as it is known before a result says, `provider_options` its
+    options and `gpu` the GPU of the host, where set."""
     found = {
         "suite": ctx.suite,
         "device": ctx.device.name,
@@ -61,6 +63,12 @@ def tags(ctx: DeviceContext, case: Case | None = None) -> dict[str, str]:
         )
         if case.shape_tag is not None:
             found["shape"] = case.shape_tag
+        # Only where set, so that a CPU series keeps the key it had before these tags.
+        options = describe_options(case.settings["provider_options"])
+        if options:
+            found["provider_options"] = options
+        if case.settings["gpu"] is not None:
+            found["gpu"] = str(case.settings["gpu"])
     return found
 
 
@@ -76,15 +84,18 @@ def device_record(ctx: DeviceContext) -> Record:
     return make_record("device", tags(ctx), fields)
 
 
-def _artifact_fields(ctx: DeviceContext, case: Case, artifact: Artifact) -> dict[str, object]:
-    return {
-        "run_id": ctx.run_id,
-        "model_sha256": artifact.sha256,
-        "agent_version": ctx.agent_version,
-        "model_size_mb": artifact.card.model_size_mb,
-        "params": artifact.card.params,
-        "input_shapes": case.input_shapes,
-    }
+def _artifact_fields(
+    ctx: DeviceContext, case: Case, artifact: Artifact | None
+) -> dict[str, object]:
+    fields: dict[str, object] = {"run_id": ctx.run_id, "agent_version": ctx.agent_version}
+    if artifact is not None:  # None: the variant could not be converted
+        fields.update(
+            model_sha256=artifact.sha256,
+            model_size_mb=artifact.card.model_size_mb,
+            params=artifact.card.params,
+        )
+    fields["input_shapes"] = case.input_shapes
+    return fields
 
 
 def _for_user(ctx: DeviceContext, case: Case, text: str) -> str:
@@ -119,9 +130,10 @@ def error_record(
 
 
 def failed_record(
-    ctx: DeviceContext, case: Case, artifact: Artifact, kind: str, message: str
+    ctx: DeviceContext, case: Case, artifact: Artifact | None, kind: str, message: str
 ) -> Record:
-    """A case its device never finished: unreachable, connection lost, hung, interrupted..."""
+    """A case its device never finished: unreachable, connection lost, hung, interrupted...;
+    or one with no artifact to run (kind `conversion`: its variant could not be made)."""
     fields = _artifact_fields(ctx, case, artifact)
     fields.update(status="error", error_kind=kind, message=message, passed=False)
     return make_record("result", tags(ctx, case), fields)

@@ -63,8 +63,8 @@ def test_schema_tags_are_dimensions_numbers_are_floats(
     answer = influxdb_server.query('SHOW TAG KEYS FROM "result"')
     tags = {row[0] for row in answer["results"][0]["series"][0]["values"]}
     # run_id and hashes are fields: no cardinality growth. `shape` is a tag only where the
-    # suite chose a model's shapes, which none of these results did.
-    assert tags == set(TAG_KEYS) - {"shape"}
+    # suite chose a model's shapes, `provider_options` and `gpu` only where set: none here.
+    assert tags == set(TAG_KEYS) - {"shape", "provider_options", "gpu"}
     answer = influxdb_server.query('SHOW FIELD KEYS FROM "result"')
     types = dict(answer["results"][0]["series"][0]["values"])
     assert types["run_id"] == types["model_sha256"] == types["status"] == "string"

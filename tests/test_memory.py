@@ -1,7 +1,4 @@
-import os
 import resource
-import shutil
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -69,54 +66,3 @@ def test_peak_without_proc_matches_getrusage():
 def test_rss_from_ps_agrees_with_proc():
     # The macOS path, run here: ps and /proc must see the same process size.
     assert memory._rss_from_ps() == pytest.approx(memory.snapshot()["rss_mb"], abs=8)
-
-
-def test_parse_nvidia_smi_memory():
-    assert memory.parse_nvidia_smi_memory(fixture("nvidia_smi_memory_used_h100.txt")) == [1.0]
-    # Captured from an idle H200.
-    assert memory.parse_nvidia_smi_memory(fixture("nvidia_smi_memory_used_h200.txt")) == [0.0]
-    assert memory.parse_nvidia_smi_memory(fixture("nvidia_smi_memory_used_multi.txt")) == [
-        40213.0,
-        79857.0,
-    ]
-
-
-def fake_tool(tmp_path, monkeypatch, name, script):
-    """An executable standing in for a vendor tool that this machine does not have."""
-    tool = tmp_path / name
-    tool.write_text("#!/bin/sh\n" + script)
-    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", "{}{}{}".format(tmp_path, os.pathsep, os.environ["PATH"]))
-
-
-def test_gpu_memory_live():
-    used = memory.gpu_memory_mb()
-    if shutil.which("nvidia-smi") is None:
-        assert used is None
-    else:
-        assert isinstance(used, float)
-        assert used >= 0
-
-
-def test_gpu_memory_sums_gpus(tmp_path, monkeypatch):
-    expected = "--query-gpu=memory.used --format=csv,noheader,nounits"
-    fake_tool(
-        tmp_path,
-        monkeypatch,
-        "nvidia-smi",
-        '[ "$*" = "{}" ] || exit 2\ncat "{}"\n'.format(
-            expected, FIXTURES / "nvidia_smi_memory_used_multi.txt"
-        ),
-    )
-    assert memory.gpu_memory_mb() == 40213.0 + 79857.0
-
-
-def test_gpu_memory_with_broken_driver_is_none(tmp_path, monkeypatch):
-    fake_tool(
-        tmp_path,
-        monkeypatch,
-        "nvidia-smi",
-        'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."\n'
-        "exit 9\n",
-    )
-    assert memory.gpu_memory_mb() is None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,14 +17,16 @@ import pytest
 import yaml
 from jobs import make_case, serve
 
-from fleet import runner
+from fleet import connections, runner
 from fleet.agent_build import build_agent
+from fleet.errors import DeviceError
 from fleet.inventory import Device, load_inventory
 from fleet.plan import make_plan
 from fleet.results.store import Store
 from fleet.suite import load_suite
 from fleet.transport import Process, Transport, connect
-from fleet.transport.ssh import SSHTransport, _KnownHosts
+from fleet.transport.hostkeys import KnownHosts
+from fleet.transport.ssh import SSHTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "zoo" / "digits_mlp.onnx"
@@ -54,9 +56,9 @@ class Counting(Transport):
         self.calls.append(("makedirs", remote))
         self.inner.makedirs(remote)
 
-    def put(self, local: Path, remote: str) -> None:
+    def put(self, local: Path, remote: str, sent: Callable[[int, int], None] | None = None) -> None:
         self.calls.append(("put", Path(remote).name))
-        self.inner.put(local, remote)
+        self.inner.put(local, remote, sent)
 
     def get(self, remote: str, local: Path) -> None:
         self.inner.get(remote, local)
@@ -73,7 +75,7 @@ class Counting(Transport):
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> type[Counting]:
     Counting.opened = []
-    monkeypatch.setattr(runner, "connect", Counting)
+    monkeypatch.setattr(connections, "connect", Counting)
     return Counting
 
 
@@ -212,7 +214,7 @@ def test_makedirs_over_sftp(lab: Path) -> None:
         transport.makedirs(deep + "/")  # there already: nothing to do
         assert Path(deep).is_dir()
         (Path(device.workdir) / "file").write_text("in the way")
-        with pytest.raises(runner.DeviceError, match="making the folder") as refused:
+        with pytest.raises(DeviceError, match="making the folder") as refused:
             transport.makedirs(f"{device.workdir}/file/sub")
         assert refused.value.kind == "error"  # the device said no: not worth a retry
     finally:
@@ -237,7 +239,7 @@ def test_known_hosts_read_once_finds_what_paramiko_finds(tmp_path: Path) -> None
     # Lines paramiko's loader skips or chokes on (an unreadable key is an exception there).
     lines += ["garbage line", "10.0.0.3 ssh-ed25519 not-base64!"]
     (tmp_path / "known_hosts").write_text("\n".join(lines))
-    ours = _KnownHosts(tmp_path / "known_hosts")
+    ours = KnownHosts(tmp_path / "known_hosts")
     for name in ("[10.0.0.1]:2222", "pi-1", "[10.0.0.9]:2222", "10.0.0.3", "nobody"):
         assert ours.keys_of(name) == dict(theirs.lookup(name) or {}), name
     assert ours.keys_of("[10.0.0.1]:2222")["ssh-ed25519"].get_base64() == keys[0].split()[1]

@@ -339,6 +339,42 @@ def test_budget_failures_and_invalid_results_say_device_metric_value_and_limit(
     assert len(noisy) == 4 and not any(r.fields["valid"] for r in noisy)  # stored, never passed
 
 
+THREE_TESTS = f"""
+import pytest
+
+MLP = {str(ZOO / "digits_mlp.onnx")!r}
+
+
+@pytest.mark.parametrize("iterations", [20, 30, 40])
+def test_mlp(fleet_device, iterations):
+    assert fleet_device.run(MLP, min_iterations=iterations).latency.p50_ms > 0
+"""
+
+
+@pytest.mark.slow
+def test_one_connection_per_device_per_worker_and_a_run_per_test(lab: Path, tmp_path: Path) -> None:
+    """Three tests on each of two devices, two workers: each device's tests are three runs
+    (three agents, each taking the device's lock), on one SSH login, counted by its sshd."""
+    (tmp_path / "test_three.py").write_text(THREE_TESTS)
+    store = tmp_path / "results.sqlite"
+
+    def logins(device: str) -> int:
+        return (lab / device / "sshd.log").read_text().count("Accepted publickey")
+
+    before = {d: logins(d) for d in ("lab1", "lab2", "lab3")}
+    args = ["test_three.py", "--fleet-inventory", str(lab / "inventory.yaml"), "-n", "2"]
+    args += ["--fleet-devices", "lab1,lab2", "--fleet-store", str(store), *QUIET]
+    proc = pytest_run(args, tmp_path, tmp_path / "home")
+    assert proc.returncode == pytest.ExitCode.OK, output(proc)
+    assert "6 passed" in output(proc)
+    assert {d: logins(d) - before[d] for d in before} == {"lab1": 1, "lab2": 1, "lab3": 0}
+    runs = defaultdict(list)  # a test whose result was not valid ran again (QUIET)
+    for run in Store(store).runs():
+        runs[run.devices[0]].append(run.exit_code)
+    assert sorted(runs) == ["lab1", "lab2"], runs
+    assert all(len(codes) >= 3 and set(codes) == {0} for codes in runs.values()), runs
+
+
 HARDWARE = f"""
 MLP = {str(ZOO / "digits_mlp.onnx")!r}
 

@@ -90,7 +90,8 @@ def test_push_sends_then_has_nothing_left(
 
     first = invoke(results_store, "push", env=env)
     assert first.exit_code == 0, first.output
-    assert first.output == "InfluxDB: 50 sent, 0 rejected, 0 spooled\n"
+    assert first.stdout == "InfluxDB: 50 sent, 0 rejected, 0 spooled\n"
+    assert f"InfluxDB: sending 50 record(s) to {influxdb_server.url}" in first.stderr
     again = invoke(results_store, "push", env=env)
     assert again.output == "InfluxDB: 0 sent, 0 rejected, 0 spooled\n"
 

@@ -148,7 +148,7 @@ def test_device_with_stopped_sshd_is_reported_and_others_finish(lab: Path, tmp_p
 def test_lab_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     folder = tmp_path / "cli-lab"
     runner = CliRunner()
-    up = runner.invoke(main, ["lab", "up", "--devices", "2", "--dir", str(folder)])
+    up = runner.invoke(main, ["lab", "up", "--count", "2", "--dir", str(folder)])
     assert up.exit_code == 0, up.output
     pids = [d.pid for d in lab_lib.load(folder)]
     status = runner.invoke(main, ["lab", "status", "--dir", str(folder)])

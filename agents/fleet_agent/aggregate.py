@@ -7,8 +7,13 @@
 - Cold figures (load, first inference, warm-up) are the median over repetitions; memory
   figures and the CPU wait are the worst repetition's, as budgets should see them.
 - The accuracy pass ran in the first repetition only; its fields are taken from there.
+- GPU providers: compute-only percentiles over the IO-bound samples of all repetitions; the
+  GPU's and a Jetson's figures combined over repetitions (lowest clock, highest clock and
+  temperature, mean power and load, every throttle reason seen); an engine build is the
+  median of the repetitions that built one (the first, when the cache works).
 - ``valid`` is False, with every reason in ``invalid_reasons``, when the trimmed CV or the
-  drift is over its limit, the device throttled, the repetitions disagree, the worker waited
+  drift is over its limit, the device throttled (the CPU; the GPU slowed down for heat or
+  power; a Jetson sensor reached its trip point), the repetitions disagree, the worker waited
   for a CPU (a busy neighbour: judged for CPU providers only, where a run is CPU-bound), the
   warm-up never settled, or there are too few samples for p99.
 """
@@ -17,7 +22,7 @@ from typing import Any, Dict, List, cast
 
 import numpy as np
 
-from fleet_agent import measure, stats
+from fleet_agent import gpu_parse, measure, stats
 from fleet_agent.protocol import Case, GenerationEntry, RepetitionBody, Result, ResultFields
 
 MEDIAN = ("load_ms", "first_inference_ms", "warmup_runs", "warmup_s")
@@ -32,7 +37,18 @@ WORST = (
     "gpu_memory_after_load_mb",
     "gpu_memory_after_run_mb",
     "gpu_memory_delta_mb",
+    "gpu_memory_peak_mb",
     "cpu_wait_frac",
+)
+# The GPU's and the Jetson's figures of each repetition's timed phase, and how they combine.
+LOWEST = ("gpu_clock_mhz_min",)
+HIGHEST = ("gpu_clock_mhz_max", "gpu_temp_max_c", "tegra_temp_max_c")
+MEAN = (
+    "gpu_power_w_mean",
+    "gpu_util_mean",
+    "tegra_gpu_load_mean",
+    "tegra_emc_load_mean",
+    "tegra_power_mw_mean",
 )
 SUMMED = ("duration_s",)
 # Providers that compute on the CPU: their threads are busy for the whole timed phase.
@@ -66,6 +82,9 @@ def combine(repetitions: List[RepetitionBody], thermal: Dict[str, Any], case: Ca
         warmup_stable=all(bool(f["warmup_stable"]) for f in all_fields),
     )
     fields.update(thermal)
+    gpu_reasons = _combine_gpu(fields, all_fields, repetitions)
+    if gpu_reasons:
+        fields["throttled"] = True
 
     _, reasons = stats.validity(
         samples,
@@ -73,6 +92,7 @@ def combine(repetitions: List[RepetitionBody], thermal: Dict[str, Any], case: Ca
         drift_max=settings["drift_max"],
         throttled=bool(thermal.get("throttled")),
     )
+    reasons += gpu_reasons
     if fields["repetition_p50_cv"] > settings["repetition_cv_max"]:
         reasons.append(
             "the repetitions' p50s ({} ms) vary by CV {:.3f}, above the limit {:.3f}".format(
@@ -105,6 +125,46 @@ def combine(repetitions: List[RepetitionBody], thermal: Dict[str, Any], case: Ca
         "fields": cast(ResultFields, fields),
         "generation": combine_generation(repetitions),
     }
+
+
+def _combine_gpu(
+    fields: Dict[str, Any], all_fields: List[Dict[str, Any]], repetitions: List[RepetitionBody]
+) -> List[str]:
+    """The GPU and Jetson fields of the repetitions combined into ``fields``; the reasons
+    they make the result not valid (a slowdown for heat or power, a trip point reached)."""
+    for keys, how in ((LOWEST, min), (HIGHEST, max), (MEAN, np.mean)):
+        for key in keys:
+            values = [float(f[key]) for f in all_fields if key in f]
+            if values:
+                fields[key] = float(how(values))
+    builds = [float(f["engine_build_ms"]) for f in all_fields if "engine_build_ms" in f]
+    if builds:
+        fields["engine_build_ms"] = float(np.median(builds))
+    compute = [s for r in repetitions for s in r.get("compute_samples_ms", [])]
+    for pct in (50, 95, 99):
+        if compute:
+            fields["compute_latency_ms_p{}".format(pct)] = stats.percentile(compute, pct)
+    reasons = []
+    if "gpu_throttle_reasons" in fields:
+        seen = _union(str(f.get("gpu_throttle_reasons", "")) for f in all_fields)
+        fields["gpu_throttle_reasons"] = ",".join(seen)
+        slow = gpu_parse.slowdowns(fields["gpu_throttle_reasons"])
+        if slow:
+            reasons.append("the GPU slowed down for heat or power ({})".format(", ".join(slow)))
+    # Not a result field: it becomes the reason.
+    sensors = _union(str(f.get("tegra_throttle_sensors", "")) for f in all_fields)
+    fields.pop("tegra_throttle_sensors", None)
+    if sensors:
+        reasons.append("the Jetson reached a thermal trip point: " + ", ".join(sensors))
+    return reasons
+
+
+def _union(lists: Any) -> List[str]:
+    """The distinct items of comma-separated lists, in the order first seen."""
+    seen: List[str] = []
+    for text in lists:
+        seen += [item for item in text.split(",") if item and item not in seen]
+    return seen
 
 
 def combine_generation(repetitions: List[RepetitionBody]) -> List[GenerationEntry]:

@@ -253,6 +253,7 @@ def parse_tegrastats(line: str) -> Facts:
             facts["gpu_freq_mhz"] = float(match.group(2))
     for sensor, celsius in re.findall(r"\b(\w+)@(-?[\d.]+)C\b", line):
         facts["temp_{}_c".format(sensor.lower())] = float(celsius)
-    for rail, now in re.findall(r"\b((?:VDD|VIN|POM)_\w+) (\d+)(?:mW)?/\d+(?:mW)?", line):
+    # VDDQ_VDD2_1V8AO: AGX Orin's memory rail, part of the module's power.
+    for rail, now in re.findall(r"\b((?:VDDQ?|VIN|POM)_\w+) (\d+)(?:mW)?/\d+(?:mW)?", line):
         facts["power_{}_mw".format(rail.lower())] = float(now)
     return facts

@@ -1,4 +1,4 @@
-"""Memory of this process (RSS now, peak RSS) and of the GPU.
+"""Memory of this process: RSS now, peak RSS (the GPU's: ``gpu_sampling.py``).
 
 All sizes are MiB (2**20 bytes), the unit behind every ``*_mb`` field. Linux reads
 ``/proc/self/status``: it has the current RSS split into anonymous and file-backed pages and a
@@ -10,7 +10,7 @@ import os
 import resource
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 _MIB = 1024.0 * 1024.0
 _PROC_STATUS = "/proc/self/status"
@@ -128,32 +128,3 @@ def oom_kills() -> Optional[int]:
             return parse_vmstat_oom_kills(f.read())
     except (OSError, ValueError):
         return None
-
-
-def parse_nvidia_smi_memory(text: str) -> List[float]:
-    """Used memory in MiB per GPU from ``nvidia-smi --query-gpu=memory.used
-    --format=csv,noheader,nounits`` (one line per GPU; "[N/A]" lines are skipped)."""
-    used: List[float] = []
-    for line in text.splitlines():
-        try:
-            used.append(float(line.strip()))
-        except ValueError:
-            continue
-    return used
-
-
-def gpu_memory_mb() -> Optional[float]:
-    """GPU memory in use in MiB, over all GPUs and all processes (nvidia-smi cannot tell this
-    process's share on every driver); None without nvidia-smi or a working driver."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=_COMMAND_TIMEOUT_S,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    used = parse_nvidia_smi_memory(out)
-    return sum(used) if used else None

@@ -28,6 +28,7 @@ from fleet_agent.facts_parse import (
     parse_os_release,
     parse_tegrastats,
 )
+from fleet_agent.gpu_parse import parse_jetson_clocks
 from fleet_agent.live import read_tegrastats_line, read_text, run_tool, thermal_zones
 from fleet_agent.live_parse import parse_vcgencmd_temp, parse_vcgencmd_throttled
 
@@ -148,6 +149,10 @@ def _probe_power_mode() -> Facts:
     return parse_nvpmodel(run_tool(["nvpmodel", "-q"]))
 
 
+def _probe_jetson_clocks() -> Facts:
+    return parse_jetson_clocks(run_tool(["jetson_clocks", "--show"]))
+
+
 def _probe_tegrastats() -> Facts:
     return {"tegrastats_" + k: v for k, v in parse_tegrastats(read_tegrastats_line()).items()}
 
@@ -166,6 +171,7 @@ PROBES: List[Tuple[Tuple[str, ...], Callable[[], Facts]]] = [
     (("cpu_governor", "cpu_freq_mhz", "cpu_freq_max_mhz"), _probe_cpufreq),
     (("temp_c",), _probe_temperature),
     (("throttled_bits", "pi_temp_c"), _probe_raspberry_pi),
-    (("power_mode",), _probe_power_mode),
+    (("power_mode",), _probe_power_mode),  # the nvpmodel mode
+    ((), _probe_jetson_clocks),  # root only: absent rather than "unavailable" on most
     (("tegrastats_ram_used_mb",), _probe_tegrastats),
 ]

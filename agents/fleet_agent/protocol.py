@@ -26,6 +26,10 @@ class InputSpec(TypedDict):
     dtype: str
 
 
+# A provider option's value, as the runtime takes it.
+OptionValue = Union[str, int, float, bool]
+
+
 class Settings(TypedDict):
     """How a case is measured (docs/measurement.md). The controller fills in every key."""
 
@@ -54,6 +58,16 @@ class Settings(TypedDict):
     context_tokens: List[int]
     decode_tokens: int
     generation_runs: int
+    # The provider's options, validated by the controller, in the runtime's own names (ONNX
+    # Runtime provider options: CUDA device_id, TensorRT trt_fp16_enable, CoreML
+    # MLComputeUnits, ...; LiteRT: the delegate's options). Empty: the runtime's defaults.
+    provider_options: Dict[str, OptionValue]
+    # The GPU index on the host (inventory host var fleet_gpu), None when unset: CUDA and
+    # TensorRT's device_id unless provider_options names one, and the per-GPU lock's index.
+    gpu: Optional[int]
+    # The limit for the first load (a TensorRT engine build, a CoreML compilation), apart
+    # from timeout_s, which a repetition after it gets.
+    load_timeout_s: float
 
 
 # "generate": a decoder language model, also timed per context length.
@@ -90,6 +104,7 @@ class Repetition(TypedDict):
 
     case: Case
     index: int
+    engine_cache: str  # the folder of built engines (fleet_agent.engine_cache), in the workdir
 
 
 # Why a case has no result. The first five come from the agent; the controller adds the rest
@@ -165,6 +180,33 @@ class ResultFields(TypedDict, total=False):
     gpu_memory_after_load_mb: float
     gpu_memory_after_run_mb: float
     gpu_memory_delta_mb: float
+    gpu_memory_peak_mb: float
+    # "process": the worker's own device memory (NVML, nvidia-smi's compute apps); "device":
+    # the whole GPU's, where the driver does not list the worker (some containers).
+    gpu_memory_scope: str
+    # GPU providers (CUDA, TensorRT): inputs and outputs bound on the device (IO binding),
+    # compute only; latency_ms_* stay end-to-end, host<->device copies included.
+    compute_latency_ms_p50: float
+    compute_latency_ms_p95: float
+    compute_latency_ms_p99: float
+    # The first load when it built an engine or compiled the model (absent otherwise), and
+    # whether the device's engine cache already had it.
+    engine_build_ms: float
+    engine_cache_hit: bool
+    # What the runtime reports for each provider option the case asked for, JSON.
+    provider_options_used: str
+    # The GPU over the timed phase (fleet_agent.gpu_sampling): NVML, else nvidia-smi.
+    gpu_clock_mhz_min: float
+    gpu_clock_mhz_max: float
+    gpu_temp_max_c: float
+    gpu_power_w_mean: float
+    gpu_util_mean: float
+    gpu_throttle_reasons: str  # comma-separated, empty when none
+    # A Jetson over the timed phase (fleet_agent.tegrastats)
+    tegra_gpu_load_mean: float
+    tegra_emc_load_mean: float
+    tegra_temp_max_c: float
+    tegra_power_mw_mean: float
     # Accuracy pass (first repetition), agreement with the reference variant
     accuracy_samples: float
     accuracy_top1: float
@@ -195,6 +237,7 @@ class RepetitionBody(TypedDict):
     tags: ResultTags
     fields: Dict[str, Any]  # ResultFields less the statistics only a combination has
     samples_ms: List[float]
+    compute_samples_ms: List[float]  # GPU providers: with IO binding (fleet_agent.iobinding)
     generation: List[GenerationEntry]  # empty unless the case's task is "generate"
 
 

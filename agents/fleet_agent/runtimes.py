@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fleet_agent import protocol
+from fleet_agent import protocol, providers
 from fleet_agent.distributions import TFLITE_INTERPRETERS
 from fleet_agent.protocol import Settings
 
@@ -34,6 +34,8 @@ class Session:
     package = ""  # the Python package that runs it (ai_edge_litert, tflite_runtime, ...)
     version = ""
     provider = ""
+    # What the runtime reports for the options the case asked for (providers.options_used).
+    options_used: Optional[str] = None
     inputs: List[InputSpec]
 
     def run(self, feed: Feed) -> List[np.ndarray]:
@@ -127,15 +129,18 @@ class OrtSession(Session):
         so.inter_op_num_threads = settings["inter_op_threads"]
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[level])
         so.log_severity_level = 3  # errors only: warnings would flood the agent's stderr
-        # TensorRT and CUDA hand what they cannot run to the next provider, CPU last.
-        chain = [wanted] + [p for p in _ORT_FALLBACKS.get(wanted, ()) if p != wanted]
+        for key, value in providers.session_entries(settings).items():
+            so.add_session_config_entry(key, value)
         try:
-            self._session = ort.InferenceSession(path, so, providers=chain)
+            self._session = ort.InferenceSession(
+                path, so, providers=providers.ort_chain(wanted, settings)
+            )
         except Exception as exc:  # onnxruntime raises several unrelated types here
             raise InvalidModel(_first_line(exc)) from exc
         # The provider that actually runs: onnxruntime falls back to CPU silently when the
         # one asked for cannot start (no GPU, driver mismatch).
         self.provider = _short_provider(self._session.get_providers()[0])
+        self.options_used = providers.options_used(self._session, settings)
         self.inputs = [
             (
                 i.name,
@@ -148,11 +153,10 @@ class OrtSession(Session):
     def run(self, feed: Feed) -> List[np.ndarray]:
         return list(self._session.run(None, feed))
 
-
-_ORT_FALLBACKS = {
-    "TensorrtExecutionProvider": ("CUDAExecutionProvider", "CPUExecutionProvider"),
-    "CUDAExecutionProvider": ("CPUExecutionProvider",),
-}
+    @property
+    def ort(self) -> Any:
+        """The onnxruntime session, for IO binding (``iobinding.py``)."""
+        return self._session
 
 
 def _short_provider(name: str) -> str:
@@ -187,7 +191,7 @@ def tflite_module() -> Tuple[Any, str, str]:
     raise RuntimeMissing("no TFLite runtime ({})".format(packages))
 
 
-def _load_delegate(module: Any, path: str) -> Any:
+def _load_delegate(module: Any, path: str, options: Dict[str, str]) -> Any:
     """The library is opened first on its own: LiteRT's Delegate, built from one that does not
     load, fails in its ``__del__`` too and prints that traceback to the worker's stderr."""
     try:
@@ -200,7 +204,7 @@ def _load_delegate(module: Any, path: str) -> Any:
             " tflite_plugin_create_delegate)".format(path)
         )
     try:
-        return module.load_delegate(path)
+        return module.load_delegate(path, options or None)
     except (OSError, ValueError, RuntimeError) as exc:
         raise RuntimeMissing("cannot load delegate {}: {}".format(path, _first_line(exc))) from exc
 
@@ -228,11 +232,12 @@ class LiteRtSession(Session):
                     "LiteRT provider {!r} is a delegate: set measure.delegate_path to its"
                     " library".format(provider)
                 )
-            delegates.append(_load_delegate(module, delegate_path))
+            options = providers.delegate_options(settings)
+            delegates.append(_load_delegate(module, delegate_path, options))
         try:
             self._interp = module.Interpreter(
                 model_path=path,
-                num_threads=settings["threads"],
+                num_threads=providers.litert_threads(settings),
                 experimental_delegates=delegates or None,
                 **kwargs,
             )

@@ -1,5 +1,6 @@
-"""The agent's main loop: read the job, say hello, run each case's repetitions in fresh
-workers, combine them into one result.
+"""The agent's main loop: read the job, say hello, take the device's lock (and its GPUs',
+``gpu_lock.py``), run each case's repetitions in fresh workers (``worker_run.py``), combine
+them into one result.
 
 The agent itself stays small: it never imports a runtime (``hello`` reads the installed
 versions from package metadata) and imports numpy only to combine a case's repetitions, so
@@ -15,25 +16,25 @@ import json
 import os
 import platform
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from typing import IO, Any, Dict, List, Optional, Tuple, cast
+from typing import IO, Dict, List, cast
 
-from fleet_agent import __version__, memory, probes, sysinfo, thermal
+from fleet_agent import __version__, sysinfo, thermal
+from fleet_agent.gpu_lock import GpuLocks
 from fleet_agent.lifeline import Lifeline
 from fleet_agent.protocol import (
     PROTOCOL,
     Case,
-    CaseError,
-    ErrorKind,
     FatalReason,
     Job,
     Repetition,
     RepetitionBody,
     write,
 )
+from fleet_agent.worker_run import case_error, run_worker
+
+# The device's built engines (engine_cache.py), kept in the work folder between runs.
+ENGINES = "engine-cache"
 
 
 def serve(inp: IO[str], out: IO[str]) -> int:
@@ -83,6 +84,11 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         os.ftruncate(lock.fileno(), 0)
         with contextlib.suppress(OSError):  # a full disk: the flock alone is the lock
             os.write(lock.fileno(), holder.encode())
+        gpus = GpuLocks()
+        busy = gpus.acquire(_gpus(job), holder)
+        if busy is not None:
+            write(out, {"event": "fatal", "reason": "busy", "message": busy})
+            return 2
         outputs = os.path.join(job["workdir"], "outputs")
         _remove_other_runs(outputs, job["run_id"])
         ours = os.path.join(outputs, job["run_id"])
@@ -94,12 +100,18 @@ def serve(inp: IO[str], out: IO[str]) -> int:
         lifeline = Lifeline(out, ours)
         lifeline.start()
         write(out, {"event": "sysinfo", "facts": sysinfo.collect()})
-        run_cases(job["cases"], out, lifeline, ours)
+        run_cases(job["cases"], out, lifeline, ours, os.path.join(job["workdir"], ENGINES))
         lifeline.stop()
+        gpus.release()
         # The reference outputs only served this run's comparisons.
         shutil.rmtree(ours, ignore_errors=True)
     write(out, {"event": "done"})
     return 0
+
+
+def _gpus(job: Job) -> List[int]:
+    """The GPUs of this host the job's cases run on (inventory fleet_gpu)."""
+    return [c["settings"]["gpu"] for c in job["cases"] if c["settings"]["gpu"] is not None]
 
 
 def _cannot(out: IO[str], verb: str, path: str, exc: OSError) -> None:
@@ -129,14 +141,17 @@ def _remove_other_runs(outputs: str, run_id: str) -> None:
                 shutil.rmtree(os.path.join(outputs, name), ignore_errors=True)
 
 
-def run_cases(cases: List[Case], out: IO[str], lifeline: Lifeline, outputs: str) -> None:
+def run_cases(
+    cases: List[Case], out: IO[str], lifeline: Lifeline, outputs: str, engines: str
+) -> None:
+    """Each case in turn; ``engines`` is the device's engine cache (``engine_cache.py``)."""
     verified: Dict[str, bool] = {}
     for case in cases:
         write(out, {"event": "case_start", "case": case["id"]})
         target = case["save_outputs"]
         if target and not _inside(target, outputs):
             # The one file a case writes: never outside this run's folder, whatever the job.
-            _case_error(
+            case_error(
                 out, case, "error", "refusing to write {}: not in {}".format(target, outputs)
             )
             continue
@@ -145,14 +160,14 @@ def run_cases(cases: List[Case], out: IO[str], lifeline: Lifeline, outputs: str)
             verified[artifact] = _sha256(artifact) == case["sha256"]
         if not verified[artifact]:
             message = "{} does not match its sha256; it will be sent again".format(artifact)
-            _case_error(out, case, "invalid_model", message)
+            case_error(out, case, "invalid_model", message)
             with contextlib.suppress(OSError):  # a corrupt file must not be used again
                 os.unlink(artifact)
             continue
-        run_case(case, out, lifeline)
+        run_case(case, out, lifeline, engines)
 
 
-def run_case(case: Case, out: IO[str], lifeline: Lifeline) -> None:
+def run_case(case: Case, out: IO[str], lifeline: Lifeline, engines: str) -> None:
     """All repetitions of one case, each in a fresh worker; one result, or one case_error
     (the first repetition that fails ends the case)."""
     count = case["settings"]["repetitions"]
@@ -160,7 +175,8 @@ def run_case(case: Case, out: IO[str], lifeline: Lifeline) -> None:
     done: List[RepetitionBody] = []
     try:
         for index in range(count):
-            body = run_worker({"case": case, "index": index}, out, lifeline)
+            repetition: Repetition = {"case": case, "index": index, "engine_cache": engines}
+            body = run_worker(repetition, out, lifeline)
             if body is None:
                 return
             done.append(body)
@@ -181,101 +197,6 @@ def run_case(case: Case, out: IO[str], lifeline: Lifeline) -> None:
     from fleet_agent import aggregate
 
     write(out, aggregate.combine(done, watched, case))
-
-
-def run_worker(
-    repetition: Repetition, out: IO[str], lifeline: Lifeline
-) -> Optional[RepetitionBody]:
-    """One repetition in a fresh process: its measurement, or None after relaying (or
-    making) the case_error that says why there is none. ``timeout_s`` bounds each
-    repetition."""
-    case = repetition["case"]
-    argv = [sys.executable, sys.argv[0], "worker"]
-    timeout = case["settings"]["timeout_s"]
-    kills_before = memory.oom_kills()
-    proc = lifeline.worker(argv)
-    try:
-        stdout, stderr = proc.communicate(json.dumps(repetition), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-        lifeline.release(proc)
-        stage = _events(stdout)[1]
-        message = "no result after {:g} s (timeout_s), while in {}".format(timeout, stage)
-        _case_error(out, case, "timeout", message)
-        return None
-    lifeline.release(proc)
-    sys.stderr.write(stderr)  # the runtime's own messages, for the controller's log
-    events, stage = _events(stdout)
-    for event in events:
-        if event.get("event") == "repetition":
-            return cast(RepetitionBody, event["body"])
-        if event.get("event") == "case_error":
-            write(out, event)
-            return None
-    kind, message = _death(proc.returncode, stage, stderr, kills_before)
-    _case_error(out, case, kind, message)
-    return None
-
-
-def _events(stdout: str) -> Tuple[List[Dict[str, Any]], str]:
-    """A worker's events, and the last stage it began ("start" before any)."""
-    events: List[Dict[str, Any]] = []
-    stage = "start"
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:  # a runtime's own output that happens to start with "{"
-                continue
-            if event.get("event") == "stage":
-                stage = str(event["stage"])
-            else:
-                events.append(event)
-    return events, stage
-
-
-def _death(
-    code: int, stage: str, stderr: str, kills_before: Optional[int]
-) -> Tuple[ErrorKind, str]:
-    """The kind and message for a worker that ended without an event."""
-    if code == -signal.SIGKILL:
-        kills_after = memory.oom_kills()
-        limit = probes.memory_limit_mb()
-        where = ", memory limit {:.0f} MB".format(limit) if limit is not None else ""
-        if kills_before is None or kills_after is None:
-            return (
-                "out_of_memory",
-                "worker killed (SIGKILL) in {}, most likely for memory{}".format(stage, where),
-            )
-        if kills_after > kills_before:
-            return "out_of_memory", "worker killed by the kernel's OOM killer in {}{}".format(
-                stage, where
-            )
-        return (
-            "error",
-            "worker killed (SIGKILL) in {} by something other than the OOM killer".format(stage),
-        )
-    if code < 0 and stage == "load":
-        # Older TFLite builds crash on a malformed file instead of raising.
-        return "invalid_model", "the runtime crashed loading the model ({})".format(
-            _signal_name(-code)
-        )
-    tail = " | ".join(stderr.strip().splitlines()[-3:])
-    how = _signal_name(-code) if code < 0 else "exit status {}".format(code)
-    return "error", "worker died in {} ({}): {}".format(stage, how, tail or "no output")
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return "signal {}".format(number)
-
-
-def _case_error(out: IO[str], case: Case, kind: ErrorKind, message: str) -> None:
-    event: CaseError = {"event": "case_error", "case": case["id"], "kind": kind, "message": message}
-    write(out, event)
 
 
 def _inside(path: str, folder: str) -> bool:

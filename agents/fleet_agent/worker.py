@@ -5,9 +5,13 @@ keeps a crash or an out-of-memory kill from taking the agent down with it. The o
 measurement protocol:
 
 1. import the runtime and make the inputs (seeded, shaped from the model card the controller
-   sends), then take the memory baseline and reset the peak: what follows is the model's;
+   sends), start the GPU and Jetson watches (``gpu_sampling``, ``tegrastats``), then take
+   the memory baseline and reset the peak: what follows is the model's;
 2. load the model (``load_ms``), memory after load, one first run (``first_inference_ms``);
-3. warm up and time (``fleet_agent.measure``), peak memory;
+   where the provider builds an engine, from the device's cache (``engine_cache``) when it
+   has one, else the build is timed as ``engine_build_ms``;
+3. warm up and time (``fleet_agent.measure``), peak memory; on a GPU provider, again with
+   the inputs and outputs on the device (``fleet_agent.iobinding``): compute only;
 4. the first repetition only: the untimed accuracy pass (``fleet_agent.accuracy``);
 5. decoders (``"task": "generate"``): time to first token and tokens per second
    (``fleet_agent.generate``).
@@ -23,24 +27,53 @@ import platform
 import threading
 import time
 import traceback
-from typing import IO, Any, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
-from fleet_agent import accuracy, generate, measure, memory, runtimes
-from fleet_agent.protocol import Case, CaseError, ErrorKind, Repetition, RepetitionBody, write
+from fleet_agent import (
+    accuracy,
+    engine_cache,
+    generate,
+    gpu_sampling,
+    iobinding,
+    measure,
+    memory,
+    providers,
+    runtimes,
+    tegrastats,
+)
+from fleet_agent.protocol import (
+    Case,
+    CaseError,
+    ErrorKind,
+    Repetition,
+    RepetitionBody,
+    Settings,
+    write,
+)
 
-# Providers whose memory is the GPU's, read with nvidia-smi.
-GPU_PROVIDERS = ("cuda", "tensorrt")
+# Told to serve (never the controller) once the first load and first run are done: the end of
+# an engine build's own time limit (worker_run.py).
+LOADED: Dict[str, Any] = {"event": "loaded"}
 
 
 def work(inp: IO[str], out: IO[str]) -> int:
     job: Repetition = json.loads(inp.read())
     _end_with_parent()
+    # CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi, NVML and the
+    # inventory's fleet_gpu number them by PCI bus. Set before the runtime loads CUDA.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     case = job["case"]
     kind: ErrorKind = "error"
     try:
-        body = repetition(case, job["index"], lambda s: write(out, {"event": "stage", "stage": s}))
+        body = repetition(
+            case,
+            job["index"],
+            lambda s: write(out, {"event": "stage", "stage": s}),
+            lambda: write(out, LOADED),
+            job["engine_cache"],
+        )
     except runtimes.RuntimeMissing as exc:
         kind, message = "skipped", str(exc)
     except runtimes.InvalidModel as exc:
@@ -76,9 +109,46 @@ def _end_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def repetition(case: Case, index: int, stage: Callable[[str], None]) -> RepetitionBody:
+def gpu_index(settings: Settings) -> int:
+    """The GPU a CUDA or TensorRT case runs on: its device_id option, else the device's
+    GPU (``fleet_gpu``), else the first."""
+    device_id = settings["provider_options"].get("device_id")
+    if device_id is not None:
+        return int(device_id)
+    return settings["gpu"] if settings["gpu"] is not None else 0
+
+
+class Watches:
+    """The GPU and Jetson watches of a repetition (none on most devices), told each phase."""
+
+    def __init__(self, on_gpu: bool, index: int) -> None:
+        self.gpu = gpu_sampling.start(index) if on_gpu else None
+        self.tegra = tegrastats.start()
+
+    def phase(self, name: str) -> None:
+        for watch in (self.gpu, self.tegra):
+            if watch is not None:
+                watch.phase(name)
+
+    def stop(self) -> Dict[str, Any]:
+        fields: Dict[str, Any] = {}
+        for watch in (self.gpu, self.tegra):
+            if watch is not None:
+                watch.stop()
+                fields.update(watch.fields())
+        return fields
+
+
+def repetition(
+    case: Case,
+    index: int,
+    stage: Callable[[str], None],
+    loaded: Callable[[], None],
+    cache_root: str,
+) -> RepetitionBody:
     """The repetition's measurement; ``stage`` is told each step as it begins, so that the
-    agent can say what a worker was doing when it died or ran out of time."""
+    agent can say what a worker was doing when it died or ran out of time, and ``loaded``
+    when the first load (and first run: an engine may build at either) is done."""
     settings = case["settings"]
     batch = settings["batch"]
     provider = settings["provider"]
@@ -88,28 +158,87 @@ def repetition(case: Case, index: int, stage: Callable[[str], None]) -> Repetiti
     arrays: Optional[List[np.ndarray]] = None
     if spec is not None:
         arrays = list(runtimes.feed_for(spec, batch, settings["seed"]).values())
-    on_gpu = provider in GPU_PROVIDERS
-    gpu_before = memory.gpu_memory_mb() if on_gpu else None
+    on_gpu = provider in iobinding.GPU_PROVIDERS
+    index_gpu = gpu_index(settings)
+    cache: Optional[engine_cache.EngineCache] = None
+    if provider in engine_cache.ENGINE_PROVIDERS:
+        device = "{}#{}".format(gpu_sampling.gpu_name(index_gpu) or platform.machine(), index_gpu)
+        options = settings["provider_options"]
+        key = engine_cache.key(case["sha256"], case["runtime"], version, provider, options, device)
+        cache = engine_cache.EngineCache(cache_root, key)
+        options = cache.options(provider, settings["provider_options"], version)
+        settings = cast(Settings, dict(settings, provider_options=options))
+        cache.prepare()
+    watches = Watches(on_gpu, index_gpu)
+    try:
+        session, body = _measure(case, settings, arrays, (stage, loaded), watches, cache)
+    finally:
+        watched = watches.stop()
+    fields = body["fields"]
+    fields.update(watched)
+    fields.update(
+        runtime_package=package,
+        runtime_version=version,
+        numpy_version=np.__version__,
+        python_version=platform.python_version(),
+    )
+    if case["dataset"] and index == 0:
+        stage("accuracy")
+        fields.update(accuracy.evaluate(session, case))
+    if case["task"] == "generate":
+        stage("generate")
+        body["generation"] = generate.measure(session, settings)
+    return body
+
+
+def _measure(
+    case: Case,
+    settings: Settings,
+    arrays: Optional[List[np.ndarray]],
+    tell: Tuple[Callable[[str], None], Callable[[], None]],
+    watches: Watches,
+    cache: Optional[engine_cache.EngineCache],
+) -> Tuple[runtimes.Session, RepetitionBody]:
+    """Load, first run, warm-up and the timed phases, with memory at each step."""
+    stage, loaded = tell
+    batch = settings["batch"]
     baseline = memory.snapshot()
     memory.reset_peak()
 
     stage("load")
+    watches.phase("load")
     start = time.perf_counter_ns()
     session = runtimes.open_session(case["runtime"], case["artifact"], settings)
     load_ms = (time.perf_counter_ns() - start) / 1e6
     after_load = memory.snapshot()
-    gpu_after_load = memory.gpu_memory_mb() if on_gpu else None
+    watches.phase("warm")
 
+    # An engine provider may build at its first run (dynamic shapes): part of the build.
     stage("measure")
     feed = session.adopt(arrays, batch, settings["seed"])
     start = time.perf_counter_ns()
     session.run(feed)
     first_ms = (time.perf_counter_ns() - start) / 1e6
+    # Only where the engine provider itself runs: a TensorRT case that fell back to CUDA
+    # built nothing.
+    engine: Dict[str, Any] = {}
+    if cache is not None and session.provider == settings["provider"]:
+        engine["engine_cache_hit"] = cache.hit
+        if not cache.hit:
+            engine["engine_build_ms"] = load_ms + first_ms
+        cache.built()
+    loaded()
 
     warm = measure.warmup(session.run, feed, settings)
+    watches.phase("timed")
     timed = measure.timed(session.run, feed, settings)
+    compute: List[float] = []
+    if isinstance(session, runtimes.OrtSession) and session.provider in iobinding.GPU_PROVIDERS:
+        run = iobinding.compute_runner(session.ort, feed, providers.device_id(session.ort))
+        measure.warmup(run, None, settings)
+        compute = measure.timed(run, None, settings).samples_ms
+    watches.phase("after")
     peak = memory.peak_rss_mb()
-    gpu_after_run = memory.gpu_memory_mb() if on_gpu else None
 
     fields: Dict[str, Any] = {
         "load_ms": load_ms,
@@ -123,33 +252,18 @@ def repetition(case: Case, index: int, stage: Callable[[str], None]) -> Repetiti
         "rss_after_load_mb": after_load.get("rss_mb", 0.0),
         "peak_rss_mb": peak,
         "peak_delta_mb": peak - baseline.get("rss_mb", 0.0),
-        "runtime_package": package,
-        "runtime_version": version,
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
     }
     for key in ("rss_anon_mb", "rss_file_mb"):
         if key in after_load:
             fields[key + "_after_load"] = after_load[key]
-    if gpu_before is not None and gpu_after_load is not None and gpu_after_run is not None:
-        # nvidia-smi sees the whole GPU, not this process: read before, after load, after
-        # the timed phase, with nothing else of the agent's on the GPU in between.
-        fields.update(
-            gpu_memory_baseline_mb=gpu_before,
-            gpu_memory_after_load_mb=gpu_after_load,
-            gpu_memory_after_run_mb=gpu_after_run,
-            gpu_memory_delta_mb=max(gpu_after_load, gpu_after_run) - gpu_before,
-        )
+    if session.options_used is not None:
+        fields["provider_options_used"] = session.options_used
+    fields.update(engine)
     body: RepetitionBody = {
         "tags": {"runtime": session.runtime, "provider": session.provider},
         "fields": fields,
         "samples_ms": timed.samples_ms,
+        "compute_samples_ms": compute,
         "generation": [],
     }
-    if case["dataset"] and index == 0:
-        stage("accuracy")
-        fields.update(accuracy.evaluate(session, case))
-    if case["task"] == "generate":
-        stage("generate")
-        body["generation"] = generate.measure(session, settings)
-    return body
+    return session, body

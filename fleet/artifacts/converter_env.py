@@ -15,8 +15,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 from fleet import paths
 from fleet.artifacts.cache import file_lock, write_atomic
@@ -91,22 +93,23 @@ def _build(venv: Path) -> None:
     start = time.monotonic()
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with logfile.open("w") as out:
-        for argv in (
-            [base, "-m", "venv", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-input", *REQUIREMENTS],
+        for step, argv in (
+            (f"creating a venv with {base}", [base, "-m", "venv", str(venv)]),
+            (
+                f"installing {len(REQUIREMENTS)} pinned packages with pip",
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-input", *REQUIREMENTS],
+            ),
         ):
-            log.info("running %s", " ".join(argv))
+            log.info("converter environment: %s", step)
             out.write(f"$ {' '.join(argv)}\n")
             out.flush()
             try:
-                result = subprocess.run(
-                    argv, stdout=out, stderr=subprocess.STDOUT, timeout=_INSTALL_TIMEOUT_S
-                )
+                code = _run_step(argv, out)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise ConversionError(
                     f"building the converter environment in {venv} failed: {exc}"
                 ) from exc
-            if result.returncode != 0:
+            if code != 0:
                 raise ConversionError(
                     f"building the converter environment in {venv} failed"
                     f" ({last_lines(logfile.read_text())}); full log: {logfile}; set"
@@ -114,6 +117,51 @@ def _build(venv: Path) -> None:
                 )
     write_atomic(_marker(venv), ("\n".join(REQUIREMENTS) + "\n").encode())
     log.warning("converter environment ready in %.0f s", time.monotonic() - start)
+
+
+def _run_step(argv: list[str], out: TextIO) -> int:
+    """Run one command of the build, its output to the log file as it comes; each step pip
+    reaches is logged (the run's view shows it), so minutes of install are not minutes of
+    silence. Killed after _INSTALL_TIMEOUT_S."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(_INSTALL_TIMEOUT_S, expire)
+    timer.start()
+    try:
+        for line in proc.stdout or ():
+            out.write(line)
+            out.flush()
+            step = pip_step(line)
+            if step:
+                log.info("converter environment: %s", step)
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        proc.kill()  # nothing once it has ended; stops it if reading its output failed
+        proc.wait()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(argv, _INSTALL_TIMEOUT_S)
+    return code
+
+
+def pip_step(line: str) -> str | None:
+    """Where a line of pip's output says a long install is: each requirement it resolves,
+    each file it downloads (not the small .metadata ones), the install itself."""
+    if found := re.match(r"Collecting (\S+)", line):
+        return f"resolving {found[1]}"
+    if found := re.match(r"Processing (\S+)", line):  # a wheel from a local index
+        return f"resolving {Path(found[1]).name}"
+    found = re.match(r"\s*Downloading (\S+) \((.+)\)", line)
+    if found and not found[1].endswith(".metadata"):
+        return f"downloading {found[1]} ({found[2]})"
+    if found := re.match(r"Installing collected packages: (.+)", line):
+        return f"installing {len(found[1].split(', '))} packages"
+    return None
 
 
 def last_lines(text: str, count: int = 3) -> str:

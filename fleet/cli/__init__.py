@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from fleet import __version__, paths
+from fleet.cli import output
 from fleet.errors import FleetError, Terminated
 
 
@@ -32,7 +33,7 @@ class _Main(click.Group):
         try:
             return super().invoke(ctx)
         except FleetError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            output.error(str(exc))
             sys.exit(2)
         except KeyboardInterrupt as exc:
             click.secho("interrupted; every result received so far is in the store", err=True)
@@ -50,9 +51,11 @@ class _Main(click.Group):
                 err=True,
             )
             sys.exit(3)
+        finally:
+            output.reset()
 
 
-@click.group(cls=_Main)
+@click.group(cls=_Main, context_settings={"help_option_names": output.HELP_OPTIONS})
 @click.version_option(__version__, prog_name="fleet")
 def main() -> None:
     """Run ML inference suites on a fleet of devices and compare the results."""
@@ -69,10 +72,21 @@ def _register() -> None:
     from fleet.cli.run import run
     from fleet.cli.schedule import schedule
 
-    for command in (run, devices, lab, results, baseline, convert, model, schedule):
+    for command in (run, devices, lab, results, baseline, convert, model, schedule, report, rerun):
         main.add_command(command)
-    main.add_command(report)
-    main.add_command(rerun)
+    _habits(main)
+
+
+def _habits(command: click.Command) -> None:
+    """What every command takes, added in one place: -h as well as --help, -v and -q, and
+    with -v a line for each option read from the environment."""
+    command.context_settings.setdefault("help_option_names", output.HELP_OPTIONS)
+    command.params.extend(output.verbosity_options())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _habits(sub)
+    elif command.callback is not None:
+        command.callback = output.tell_sources(command.callback)
 
 
 _register()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from fleet.cli.options import open_store, store_option
+from fleet.cli import output
+from fleet.cli.options import json_option, open_store, run_option, store_option, the_run
 
 
 @click.group()
@@ -15,14 +16,18 @@ def baseline() -> None:
 
 
 @baseline.command()
-@click.argument("run_id")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@run_option("The run to pin (or RUN): its id or a unique prefix of it.")
 @store_option
-def pin(run_id: str, store_path: Path | None) -> None:
-    """Pin RUN_ID as its suite's baseline (a unique prefix will do).
+def pin(run_id: str | None, run_option: str | None, store_path: Path | None) -> None:
+    """Pin the run (--run RUN, or RUN; a unique prefix will do) as its suite's baseline.
 
     The suite's later runs are judged against it instead of their recent history; one pin
     per suite, a new one replaces it."""
-    run = open_store(store_path).pin(run_id)
+    named = the_run(run_id, run_option)
+    if named is None:
+        raise click.UsageError("name the run to pin: fleet baseline pin RUN (or --run RUN)")
+    run = open_store(store_path).pin(named)
     click.echo(f"pinned run {run.run_id} as the baseline of suite {run.suite}")
 
 
@@ -40,11 +45,16 @@ def unpin(suite: str, store_path: Path | None) -> None:
 
 @baseline.command()
 @store_option
-def show(store_path: Path | None) -> None:
+@json_option
+def show(store_path: Path | None, as_json: bool) -> None:
     """The pinned runs; a suite not listed is judged against its history."""
     from fleet.results.tables import format_table, when
 
     store = open_store(store_path)
+    if as_json:
+        pins = [{"suite": s, "run_id": r, "pinned_ns": at} for s, r, at in store.pins()]
+        output.echo_json({"store": str(store.path), "pins": pins})
+        return
     rows = [[suite, run_id, when(at)] for suite, run_id, at in store.pins()]
     title = f"pinned baselines in {store.path} (other suites: their last valid results)"
     click.echo(format_table(["suite", "run", "pinned (UTC)"], rows, title))

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from fleet.cli import output
+from fleet.cli.options import json_option
 from fleet.results.tables import format_table
+
+if TYPE_CHECKING:
+    from fleet.artifacts import Artifact, Failed
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -44,7 +49,10 @@ class _VariantsOption(click.Option):
     type=_FILE,
     help="Test set (.npz: 'inputs', optional 'labels') to measure each variant against FP32.",
 )
-def convert(source: Path, variants: str, calibration: Path | None, dataset: Path | None) -> None:
+@json_option
+def convert(
+    source: Path, variants: str, calibration: Path | None, dataset: Path | None, as_json: bool
+) -> None:
     """Convert SOURCE (.onnx) to each variant; converted files are cached by content.
 
     Every variant that can be made is made and listed; the failed ones are listed after the
@@ -52,6 +60,9 @@ def convert(source: Path, variants: str, calibration: Path | None, dataset: Path
     from fleet.artifacts import Failed, convert_all, parse_list
 
     done = convert_all(source, parse_list(variants), calibration=calibration, dataset=dataset)
+    if as_json:
+        output.echo_json({"source": str(source), "variants": [_made(a) for a in done]})
+        raise SystemExit(1 if any(isinstance(a, Failed) for a in done) else 0)
     columns = ["variant", "precision", "size_mb", "params", "sha256", "fidelity", "drop_pp", "path"]
     rows, failed = [], []
     for artifact in done:
@@ -77,6 +88,21 @@ def convert(source: Path, variants: str, calibration: Path | None, dataset: Path
         click.echo(line, err=True)
     if failed:
         raise SystemExit(1)
+
+
+def _made(artifact: Artifact | Failed) -> dict[str, Any]:
+    """A variant in `fleet convert --json`: the file and its card, or why it failed."""
+    from fleet.artifacts import Failed
+
+    if isinstance(artifact, Failed):
+        return {"variant": str(artifact.variant), "ok": False, "reason": artifact.reason}
+    return {
+        "variant": str(artifact.variant),
+        "ok": True,
+        "path": str(artifact.path),
+        "sha256": artifact.sha256,
+        "card": artifact.card.to_dict(),
+    }
 
 
 def _fidelity(measured: Mapping[str, Any]) -> str:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from fleet.cli import output
 from fleet.cli.options import (
     devices_option,
     inventory_option,
+    json_option,
     parallel_option,
     select_devices,
     shard_option,
@@ -43,7 +44,7 @@ COLUMNS = (
 @devices_option()
 @parallel_option
 @shard_option("K/N: only the K-th of N shares of the devices, as `fleet run --shard` splits them.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines, not a table.")
+@json_option
 def devices(
     inventory: Path | None,
     devices: str | None,
@@ -59,17 +60,16 @@ def devices(
     checks = check_devices(select_devices(inventory, devices, shard), parallel)
     usable = all(c.usable for c in checks)
     if as_json:
-        report = {"usable": usable, "devices": [c.as_json() for c in checks]}
-        click.echo(json.dumps(report, indent=2))
+        output.echo_json({"usable": usable, "devices": [c.as_json() for c in checks]})
     else:
         click.echo(format_table(COLUMNS, [_row(c) for c in checks]))
     for check in checks:
         for warning in check.warnings:
-            click.secho(f"warning: {check.device.name}: {warning}", fg="yellow", err=True)
+            output.warn(f"{check.device.name}: {warning}")
         for problem in check.problems:
             click.secho(f"{check.device.name}: {problem}", fg="red", err=True)
     unusable = sum(not c.usable for c in checks)
-    click.echo(f"{len(checks) - unusable} of {len(checks)} device(s) usable", err=True)
+    output.say(f"{len(checks) - unusable} of {len(checks)} device(s) usable")
     sys.exit(0 if usable else 2)
 
 

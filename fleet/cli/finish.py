@@ -1,5 +1,6 @@
 """The end of `fleet run` and `fleet rerun`, once every result is stored: the results
-table, the regression check, the push of what streaming left, and the exit code."""
+table (or the JSON), the regression check, the push of what streaming left, and the exit
+code."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from fleet.cli import output
+from fleet.cli.options import announce_push
+from fleet.results.compare import no_results, run_document
 from fleet.results.tables import results_table
 
 if TYPE_CHECKING:
@@ -24,26 +28,41 @@ def finish(
     gate: bool | None,
     stream: Stream,
     rerun_of: str = "",
+    as_json: bool = False,
 ) -> NoReturn:
     """Print the results and each device's error; judge the run against each series'
     baseline (stored, then pushed) unless it was stopped; push the rest; exit."""
-    click.echo(results_table(outcome.records))
-    for _device, error in sorted(outcome.device_errors.items()):
-        click.secho(f"error: {error}", fg="red", err=True)
-    of = f" (rerun of {rerun_of})" if rerun_of else ""
-    click.echo(f"run {outcome.run_id}{of}: {len(outcome.results)} result(s) in {store.path}")
-    exit_code = outcome.exit_code
+    exit_code, judged = outcome.exit_code, []
     if outcome.stopped is None:
         from fleet.regressions.check import check_run, gating
 
         rules, gated = suite.regressions, gating(suite.regressions, gate)
         check = check_run(store, outcome.run_id, rules, gate=gated)
-        for line in check.lines():
-            click.echo(line, err=True)
-        exit_code = check.exit_code(exit_code)
+        exit_code, judged = check.exit_code(exit_code), check.lines()
         if exit_code != outcome.exit_code:  # the gate failed the run: the store says so
             store.finish_run(outcome.run_id, exit_code)
+    if as_json:
+        output.echo_json(run_document(store, outcome.run_id))
+    else:
+        empty = no_results(store.find_run(outcome.run_id))
+        click.echo(results_table(outcome.records, empty=empty))
+    # After the table, where the eye lands: the progress lines only named the failure.
+    for _device, error in sorted(outcome.device_errors.items()):
+        output.error(str(error))
+    of = f" (rerun of {rerun_of})" if rerun_of else ""
+    ran = f"run {outcome.run_id}{of}: {len(outcome.results)} result(s) in {store.path}"
+    if as_json:  # stdout holds the one document
+        output.say(ran)
+    elif not output.quiet():
+        click.echo(ran)
+    for line in judged:  # -q keeps them when the gate failed the run
+        (output.say if exit_code == outcome.exit_code else output.error)(line)
+    if stream.config is not None:
+        announce_push(store, stream.config)
     report = stream.push_rest()  # what streaming left; a failed push leaves it spooled
-    for line in report.lines() if report else []:
-        click.echo(line, err=True)
+    if report:
+        counts, *problems = report.lines()
+        output.say(counts)
+        for line in problems:
+            output.error(line)
     sys.exit(exit_code)

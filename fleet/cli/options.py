@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from fleet import paths
+from fleet.cli import output
+from fleet.errors import ConfigError
 from fleet.results.store import Store
 from fleet.runlock import IF_BUSY
 
 if TYPE_CHECKING:
-    from fleet.config import Config
+    from fleet.config import Config, InfluxConfig
     from fleet.inventory import Device
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -37,8 +39,11 @@ def devices_option(
     help: str = "Ansible host patterns (`pi:&edge`, `all:!jetson`, `pi*`), groups, hosts or tags,"
     " comma-separated (default: `local`, or `all` with an"
     " inventory).",
+    envvar: str | None = "FLEET_DEVICES",
 ) -> Callable[[FC], FC]:
-    return click.option("--devices", help=help)
+    """`--devices`; `envvar` None where the environment must not choose (a rerun's devices
+    are the run's)."""
+    return click.option("--devices", help=help, envvar=envvar, show_envvar=envvar is not None)
 
 
 class _Shard(click.ParamType):  # type: ignore[type-arg]
@@ -83,11 +88,15 @@ inventory_option = path_option(
 store_option = path_option(
     "--store",
     "store_path",
+    envvar="FLEET_STORE",
+    show_envvar=True,
     help="SQLite results store (default: $FLEET_HOME/results.sqlite, XDG).",
 )
 config_option = path_option(
     "--config",
     "config_path",
+    envvar="FLEET_CONFIG",
+    show_envvar=True,
     help="fleet.toml with the InfluxDB settings (default: ./fleet.toml);"
     " FLEET_INFLUX_* variables override it.",
 )
@@ -97,6 +106,25 @@ parallel_option = click.option(
     help="At most this many devices at a time (default: every selected device at once).",
 )
 plan_option = click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document on stdout instead of the table (its shape: docs/cli.md).",
+)
+
+
+def run_option(
+    help: str = "Run id or unique prefix (default: the latest run).",
+) -> Callable[[FC], FC]:
+    return click.option("--run", "run_option", default=None, metavar="RUN", help=help)
+
+
+def the_run(argument: str | None, option: str | None) -> str | None:
+    """The run named by `--run RUN` or, as before `--run` was everywhere, by the argument."""
+    if argument and option and argument != option:
+        raise click.UsageError(f"two runs named: {argument!r} and --run {option!r}; give one")
+    return option or argument
 
 
 def select_devices(
@@ -106,7 +134,15 @@ def select_devices(
     from fleet.inventory import load_inventory, share
 
     selectors = (devices or ("all" if inventory else "local")).split(",")
-    selected = load_inventory(inventory).select(selectors)
+    try:
+        selected = load_inventory(inventory).select(selectors)
+    except ConfigError as exc:
+        if inventory is not None:
+            raise
+        raise ConfigError(
+            f"{exc}; without an inventory only `local` exists: pass --inventory FILE"
+            " (or set FLEET_INVENTORY)"
+        ) from None
     return selected if shard is None else share(selected, *shard)
 
 
@@ -120,5 +156,18 @@ def open_config(path: Path | None) -> Config:
 
     config = load_config(path)
     for warning in config.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
+        output.warn(warning)
     return config
+
+
+def announce_push(store: Store, influx: InfluxConfig) -> None:
+    """Before a push that may wait: a server that does not answer is retried for seconds,
+    and a silent wait looks like a hang."""
+    from fleet.results.spool import Spool
+
+    pending = Spool(store, influx.sink).count_pending()
+    if pending:
+        output.say(
+            f"InfluxDB: sending {pending} record(s) to {influx.url} (a server that does not"
+            f" answer is retried for up to {influx.retry_total_s:g} s)"
+        )

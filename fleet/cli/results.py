@@ -7,8 +7,28 @@ from pathlib import Path
 
 import click
 
-from fleet.cli.options import config_option, open_config, open_store, path_option, store_option
-from fleet.results.compare import compare_table, run_table, runs_table
+from fleet.cli import output
+from fleet.cli.options import (
+    announce_push,
+    config_option,
+    json_option,
+    open_config,
+    open_store,
+    path_option,
+    run_option,
+    store_option,
+    the_run,
+)
+from fleet.results.compare import (
+    compare,
+    compare_document,
+    comparison_table,
+    record_document,
+    run_document,
+    run_table,
+    runs_document,
+    runs_table,
+)
 from fleet.results.export import FORMATS, export
 from fleet.results.record import TAG_KEYS
 
@@ -20,30 +40,59 @@ def results() -> None:
 
 @results.command("list")
 @store_option
-def list_runs(store_path: Path | None) -> None:
+@json_option
+def list_runs(store_path: Path | None, as_json: bool) -> None:
     """The runs in the store, oldest first."""
-    click.echo(runs_table(open_store(store_path)))
+    store = open_store(store_path)
+    if as_json:
+        output.echo_json(runs_document(store))
+    else:
+        click.echo(runs_table(store))
 
 
 @results.command()
-@click.argument("run_id", required=False)
+@click.argument("run_id", metavar="[RUN]", required=False)
+@run_option()
 @store_option
-def show(run_id: str | None, store_path: Path | None) -> None:
-    """The results of RUN_ID (a unique prefix will do; default: the latest run)."""
-    click.echo(run_table(open_store(store_path), run_id))
+@json_option
+def show(
+    run_id: str | None, run_option: str | None, store_path: Path | None, as_json: bool
+) -> None:
+    """The results of the run (--run RUN, or RUN; a unique prefix will do; default: the
+    latest run)."""
+    store, run = open_store(store_path), the_run(run_id, run_option)
+    if as_json:
+        output.echo_json(run_document(store, run))
+    else:
+        click.echo(run_table(store, run))
 
 
-@results.command()
+@results.command("compare")
 @click.option("--by", type=click.Choice(TAG_KEYS), default="device", show_default=True)
 @click.option("--model", default=None, help="Only this model.")
-@click.option("--metric", default="latency_ms_p50", show_default=True, help="Any result field.")
-@click.option("--run", "run_id", default=None, help="Only this run (default: latest per cell).")
+@click.option(
+    "--metric",
+    default="latency_ms_p50",
+    show_default=True,
+    help="A number the results carry (docs/measurement.md).",
+)
+@run_option("Only this run (default: the latest result of each cell, from any run).")
 @store_option
-def compare(
-    by: str, model: str | None, metric: str, run_id: str | None, store_path: Path | None
+@json_option
+def compare_runs(
+    by: str,
+    model: str | None,
+    metric: str,
+    run_option: str | None,
+    store_path: Path | None,
+    as_json: bool,
 ) -> None:
     """One row per model variant, one column per device (or other tag)."""
-    click.echo(compare_table(open_store(store_path), by, model, metric, run_id))
+    found = compare(open_store(store_path), by, model, metric, run_option)
+    if as_json:
+        output.echo_json(compare_document(found))
+    else:
+        click.echo(comparison_table(found))
 
 
 @results.command()
@@ -53,9 +102,10 @@ def push(config_path: Path | None, store_path: Path | None) -> None:
     """Send every result InfluxDB has not accepted yet; exit 2 if some could not be sent."""
     from fleet.results.influx import push_pending
 
-    config = open_config(config_path)
-    report = push_pending(open_store(store_path), config.require_influx())
-    counts, *problems = report.lines()
+    config, store = open_config(config_path), open_store(store_path)
+    influx = config.require_influx()
+    announce_push(store, influx)
+    counts, *problems = push_pending(store, influx).lines()
     click.echo(counts)
     for line in problems:
         click.secho(line, fg="red", err=True)
@@ -65,16 +115,24 @@ def push(config_path: Path | None, store_path: Path | None) -> None:
 
 @results.command("export")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), required=True)
-@click.option("--run", "run_id", default=None, help="Run id or unique prefix (default: latest).")
-@path_option("--output", dir_okay=False, help="Default: stdout.")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@run_option()
+@path_option("--output", "-o", "output_path", dir_okay=False, help="Default: stdout.")
 @store_option
-def export_run(fmt: str, run_id: str | None, output: Path | None, store_path: Path | None) -> None:
-    """One run as JSON (every record), CSV (one row per case) or JUnit XML (for CI)."""
-    text = export(open_store(store_path), fmt, run_id)
-    if output is None:
+def export_run(
+    fmt: str,
+    run_id: str | None,
+    run_option: str | None,
+    output_path: Path | None,
+    store_path: Path | None,
+) -> None:
+    """One run (--run RUN, or RUN) as JSON (every record), CSV (one row per case) or JUnit
+    XML (for CI)."""
+    text = export(open_store(store_path), fmt, the_run(run_id, run_option))
+    if output_path is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text)
+        output_path.write_text(text)
 
 
 @results.command("import")
@@ -102,7 +160,8 @@ def import_spill(spill: Path, store_path: Path | None) -> None:
     help="Every regression and improvement flagged in that time, fixed or not.",
 )
 @store_option
-def regressions(since: str, everything: bool, store_path: Path | None) -> None:
+@json_option
+def regressions(since: str, everything: bool, store_path: Path | None, as_json: bool) -> None:
     """The open regressions: flagged by a run's check, and no valid result of that series
     since (a later valid result was judged and not flagged: fixed)."""
     from fleet.regressions.stored import flagged, open_regressions, parse_since, regressions_table
@@ -116,4 +175,8 @@ def regressions(since: str, everything: bool, store_path: Path | None) -> None:
         found, what = flagged(store, since_ns), "regressions and improvements"
     else:
         found, what = open_regressions(store, since_ns), "open regressions"
+    if as_json:
+        records = [record_document(r) for r in found]
+        output.echo_json({"store": str(store.path), "since": since, "regressions": records})
+        return
     click.echo(regressions_table(found, f"{what} flagged in the last {since} ({store.path})"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fleet.cli import output
 from fleet.cli.finish import finish
 from fleet.cli.options import (
     FC,
@@ -15,6 +16,7 @@ from fleet.cli.options import (
     gate_option,
     if_busy_option,
     inventory_option,
+    json_option,
     lock_timeout_option,
     open_config,
     open_store,
@@ -78,6 +80,7 @@ def _patience_option(
 )
 @gate_option("run")
 @config_option
+@json_option
 def run(
     suite_file: Path,
     inventory: Path | None,
@@ -93,9 +96,11 @@ def run(
     lock_timeout: float | None,
     config_path: Path | None,
     gate: bool | None,
+    as_json: bool,
 ) -> None:
     """Run SUITE_FILE on the selected devices; exit 0 when every budget holds, 1 when one
     failed (or, gated, a series regressed), 2 on a device, agent or configuration error."""
+    from fleet.cli.documents import plan_document
     from fleet.plan import describe, make_plan
     from fleet.runner import run_suite
     from fleet.suite import load_suite
@@ -105,32 +110,38 @@ def run(
     suite = load_suite(suite_file)
     plan = make_plan(suite, select_devices(inventory, devices, shard))
     if plan_only:
-        click.echo("\n".join(describe(plan)))
+        if as_json:
+            output.echo_json(plan_document(plan))
+        else:
+            click.echo("\n".join(describe(plan)))
+        return
+    if not any(dp.cases for dp in plan.devices):  # an empty shard of a CI matrix, say
+        where = f" in shard {shard[0]}/{shard[1]}" if shard else ""
+        output.say(f"nothing to run: no device{where} has a case of {suite.name}")
+        if as_json:
+            output.echo_json({"run": None, "results": []})
         return
     config = open_config(config_path)
     store = open_store(store_path)
-
-    def progress(device: str, message: str) -> None:
-        click.echo(f"[{device}] {message}", err=True)
-
     patience = Patience(retries=retries, wait_s=wait_s)
     with exclusive(
         lock_name,
         suite.name,
         if_busy="skip" if if_busy == "skip" else "wait",
         timeout_s=DEFAULT_TIMEOUT_S if lock_timeout is None else lock_timeout,
-        say=lambda line: click.echo(line, err=True),
+        say=output.say,
     ) as held:
         if not held:
             return  # skipped: one line on stderr named the holder; a skip exits 0
+        from fleet.cli.live_view import watching
         from fleet.rerun import run_spec
         from fleet.results.stream import streaming
 
         spec = run_spec(suite, inventory, devices, parallel)  # what `fleet rerun` needs
         # Results go to InfluxDB as they come; the end of the run sends what is left.
-        with streaming(store, config.influx, say=lambda line: click.echo(line, err=True)) as stream:
+        with streaming(store, config.influx, say=output.say) as stream, watching(plan) as progress:
             outcome = run_suite(
                 plan, store, parallel=parallel, patience=patience, progress=progress
             )
         store.set_run_spec(outcome.run_id, spec.to_json())
-        finish(store, outcome, suite, gate, stream)
+        finish(store, outcome, suite, gate, stream, as_json=as_json)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from fleet.cli import output
 from fleet.cli.options import (
     devices_option,
     if_busy_option,
     inventory_option,
+    json_option,
     lock_timeout_option,
     path_option,
 )
@@ -54,9 +58,17 @@ def schedule() -> None:
 )
 @path_option("--workdir", file_okay=False, help="Working directory of the run (default: this one).")
 @path_option(
-    "--store", help="SQLite results store (default: $FLEET_HOME/results.sqlite, as now resolved)."
+    "--store",
+    envvar="FLEET_STORE",
+    show_envvar=True,
+    help="SQLite results store (default: $FLEET_HOME/results.sqlite, as now resolved).",
 )
-@path_option("--config", help="fleet.toml (default: the working directory's, when it has one).")
+@path_option(
+    "--config",
+    envvar="FLEET_CONFIG",
+    show_envvar=True,
+    help="fleet.toml (default: the working directory's, when it has one).",
+)
 @click.option(
     "--env",
     multiple=True,
@@ -136,9 +148,10 @@ def install(
         lock_timeout_s=lock_timeout,
         run_options=run_options,
         fleet=fleet,
+        environ=_not_taken(),
     )
     for warning in plan.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
+        output.warn(warning)
     if print_only:
         folder = unit_dir or standard_unit_dir(user)
         for file_name, text in units(plan).items():
@@ -148,6 +161,18 @@ def install(
     if not (print_only or cron):
         for line in install_units(plan, unit_dir):
             click.echo(line)
+
+
+def _not_taken() -> dict[str, str]:
+    """The environment less the variables this command took as option values: those are in
+    the schedule's command line, and need no `--env`."""
+    ctx = click.get_current_context()
+    taken = {
+        str(p.envvar)
+        for p in ctx.command.params
+        if p.name and ctx.get_parameter_source(p.name) is ParameterSource.ENVIRONMENT
+    }
+    return {k: v for k, v in os.environ.items() if k not in taken}
 
 
 @schedule.command()
@@ -172,11 +197,16 @@ def show(name: str, user: bool, unit_dir: Path | None) -> None:
 @schedule.command(name="list")
 @_user_option
 @_unit_dir_option
-def list_(user: bool, unit_dir: Path | None) -> None:
+@json_option
+def list_(user: bool, unit_dir: Path | None, as_json: bool) -> None:
     """The schedules installed (system ones, or yours with --user)."""
     from fleet.schedule.systemd import listing
 
-    for name in listing(user, unit_dir):
+    names = listing(user, unit_dir)
+    if as_json:
+        output.echo_json({"schedules": names})
+        return
+    for name in names:
         click.echo(name)
 
 

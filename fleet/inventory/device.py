@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import re
+import shlex
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 from fleet import paths, yamlfile
 from fleet.errors import ConfigError
+from fleet.inventory.gpu import GPU_VARS, gpu_settings
 
 DEVICE_CLASSES = ("pi", "jetson", "mac", "gpu", "x86", "lab", "local")
 LOCAL = "local"
@@ -32,7 +34,8 @@ _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 _MAX_PATH = 4096
 
-_FLEET_VARS = {"fleet_class", "fleet_python", "fleet_workdir", "fleet_tags"}
+_FLEET_VARS = {"fleet_class", "fleet_python", "fleet_workdir", "fleet_tags", *GPU_VARS}
+_SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
 # Read by ansible/provision.yml only; allowed here so one inventory serves both.
 _PROVISIONING_VARS = {
     "fleet_venv",
@@ -59,7 +62,21 @@ class Device:
     tags: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    # ansible_ssh_common_args then ansible_ssh_extra_args, split as a shell would: ssh's own
+    # options (-o ProxyJump=..., -J), read by the SSH transport; where the first was set.
+    ssh_args: tuple[str, ...] = ()
+    ssh_args_from: str = ""
     source: str = ""  # file:line the device was declared at, for error messages
+    # Which GPU of its host the device measures on (fleet_gpu): a server with several GPUs
+    # is several devices. None: the host's default (and no per-GPU lock).
+    gpu: int | None = None
+    # The host's own provider and options (fleet_provider, fleet_provider_options), as
+    # written: they beat the suite's and its class's (fleet.suite.providers checks them
+    # against the suite's runtimes at plan time), and where each was set.
+    provider: str | None = None
+    provider_options: tuple[tuple[str, object], ...] = ()
+    provider_source: str = ""
+    options_source: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -141,6 +158,7 @@ def build_device(
             key_path = folder / key_path
         key_file = str(key_path)
     known_hosts = folder / "known_hosts"
+    ssh_args = [arg for key in _SSH_ARGS for arg in _split(hvars, key, at)]
     return Device(
         name=name,
         host=host or name,
@@ -153,8 +171,24 @@ def build_device(
         tags=tuple(tags),
         groups=groups,
         known_hosts=known_hosts if known_hosts.exists() else None,
+        ssh_args=tuple(ssh_args),
+        ssh_args_from=next((at(key) for key in _SSH_ARGS if key in hvars), ""),
         source=where,
+        **gpu_settings(name, hvars, at),
     )
+
+
+def _split(hvars: Mapping[str, Any], key: str, at: Callable[[str], str]) -> list[str]:
+    """ssh options written as on its command line, split as Ansible splits them."""
+    value = hvars.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        raise ConfigError(f"{at(key)}: {key} must be text, e.g. '-o ProxyJump=user@bastion:2222'")
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{at(key)}: {key} {value!r}: {exc}; fix its quotes") from None
 
 
 def _text(

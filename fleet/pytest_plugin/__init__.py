@@ -158,7 +158,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     from fleet.config import load_config
     from fleet.errors import ConfigError
-    from fleet.results.stream import Stream
 
     try:
         loaded = load_config(options.config_path)
@@ -168,6 +167,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     summary["lines"] += [f"warning: {w}" for w in loaded.warnings]
     if loaded.influx is None:
         return
+    from fleet.results.stream import Stream  # the InfluxDB client: a second of imports
+
     summary["influx"] = loaded.influx.url
     stream = Stream(_session(config).store, loaded.influx, say=summary["lines"].append)
     stream.start()

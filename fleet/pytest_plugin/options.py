@@ -19,7 +19,6 @@ import yaml
 from fleet.errors import ConfigError
 from fleet.inventory import Device, Inventory, load_inventory
 from fleet.patience import Patience
-from fleet.suite.settings import MEASURE_DEFAULTS, setting_problem
 
 DEFAULT_SELECTION = "all"  # as `fleet run` with an inventory
 
@@ -101,6 +100,12 @@ def parse_measure_options(items: Sequence[str]) -> dict[str, Any]:
 def check_measure(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Measure settings as a suite's `measure:` takes them: a known key, a value of its type
     in its range. Returns them as given."""
+    if not settings:
+        return {}
+    # Imported here: the suite package brings numpy, which pytest-xdist's controller, which
+    # runs no test, would otherwise import only for an empty --fleet-measure.
+    from fleet.suite.settings import MEASURE_DEFAULTS, setting_problem
+
     for key, value in settings.items():
         if key not in MEASURE_DEFAULTS:
             raise ConfigError(

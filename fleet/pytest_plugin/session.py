@@ -1,10 +1,13 @@
-"""The per-process side of the plugin: the store and what it learnt about each device.
+"""The per-process side of the plugin: the store, the connections and what it learnt about
+each device.
 
-One process (an xdist worker, or pytest itself) keeps one store and, per device, what it
-learnt: the facts, and a device found down, so that the device's other tests fail at once
-rather than each waiting out the connection retries. `FleetSession.run` runs a one-device plan
-with `fleet.runner.run_suite`, the very path of `fleet run`; every record it stores carries the
-test's node id (field `test`) and the xdist worker (field `test_worker`).
+One process (an xdist worker, or pytest itself) keeps one store, one connection per device
+(opened by the device's first test, kept for its others, closed at the end of the session)
+and, per device, what it learnt: the facts, and a device found down, so that the device's
+other tests fail at once rather than each waiting out the connection retries.
+`FleetSession.run` runs a one-device plan with `fleet.runner.run_suite`, the very path of
+`fleet run`; every record it stores carries the test's node id (field `test`) and the xdist
+worker (field `test_worker`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -27,6 +31,9 @@ from fleet.pytest_plugin.options import Options, worker_id
 from fleet.results.record import Record
 from fleet.results.store import Store
 from fleet.suite import Suite
+
+if TYPE_CHECKING:
+    from fleet.connections import Connections
 
 log = logging.getLogger("fleet.pytest")
 
@@ -57,12 +64,13 @@ class DeviceState:
 
 
 class FleetSession:
-    """One per process: the options, the store, each device's state."""
+    """One per process: the options, the store, the connections, each device's state."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self.devices = {d.name: d for d in options.devices}
         self.states = {name: DeviceState() for name in self.devices}
+        self._connections: Connections | None = None
         self._store: NodeStore | None = None
         self._folder: Path | None = None  # the suite files of the tests' own runs
 
@@ -72,7 +80,19 @@ class FleetSession:
             self._store = NodeStore(self.options.store_path)
         return self._store
 
+    @property
+    def connections(self) -> Connections:
+        """One connection per device, kept from its first test to the end of the session:
+        each test's run takes the device's lock anew, but logs in no more."""
+        if self._connections is None:
+            from fleet.connections import Connections  # paramiko: only once a test runs
+
+            self._connections = Connections(keep=True)
+        return self._connections
+
     def close(self) -> None:
+        if self._connections is not None:
+            self._connections.close()
         if self._store is not None:
             self._store.close()
         if self._folder is not None:
@@ -101,7 +121,12 @@ class FleetSession:
 
         try:
             outcome = run_suite(
-                plan, store, parallel=1, patience=self.options.patience, progress=progress
+                plan,
+                store,
+                parallel=1,
+                patience=self.options.patience,
+                progress=progress,
+                connections=self.connections,
             )
         finally:
             store.test = ""

@@ -17,6 +17,8 @@ TAG_KEYS = (
     "os",
     "runtime",
     "provider",
+    "provider_options",
+    "gpu",
     "model",
     "format",
     "precision",
@@ -27,8 +29,18 @@ TAG_KEYS = (
 )
 # What tells one series of results from another on a device: the model, the variant as
 # converted (two int8 modes are two series), the input shapes where the suite chose them,
-# and what ran it how.
-SERIES_KEYS = ("model", "variant", "shape", "runtime", "provider", "batch", "threads")
+# and what ran it how (on which GPU of a server).
+SERIES_KEYS = (
+    "model",
+    "variant",
+    "shape",
+    "runtime",
+    "provider",
+    "provider_options",
+    "gpu",
+    "batch",
+    "threads",
+)
 
 # Outcomes of one case besides "ok" (which alone carries measurements) and "skipped" (the
 # device lacks the runtime or provider). FINDINGS are the device's verdict on the model, like a

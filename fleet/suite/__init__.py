@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from fleet import yamlfile
 from fleet.errors import ConfigError
-from fleet.inventory import DEVICE_CLASSES
+from fleet.inventory import DEVICE_CLASSES, Device
 from fleet.suite.budgets import (
     BUDGET_LIMITS,
     BUDGET_PRESETS,
@@ -29,16 +29,18 @@ from fleet.suite.budgets import (
 )
 from fleet.suite.models import DECLARED_KEYS, TASKS, ModelSpec, model
 from fleet.suite.nodes import NAME, NAME_RULE, mapping, name, no_unknown
+from fleet.suite.providers import LITERT_BUILTIN as LITERT_PROVIDERS
+from fleet.suite.providers import Layer, resolve
 from fleet.suite.settings import (
     GRAPH_LEVELS,
     LIMITS,
-    LITERT_PROVIDERS,
     MEASURE_DEFAULTS,
+    RUNTIME_FOR_FORMAT,
     check_providers,
     measure,
 )
 from fleet.suite.shapes import Shape
-from fleet_agent.protocol import Settings
+from fleet_agent.protocol import OptionValue, Settings
 
 __all__ = [
     "BUDGETS",
@@ -53,6 +55,7 @@ __all__ = [
     "NAME_RULE",
     "REGRESSION_LIMITS",
     "REGRESSION_METRICS",
+    "RUNTIME_FOR_FORMAT",
     "TASKS",
     "ClassOverride",
     "ModelSpec",
@@ -84,10 +87,33 @@ class Suite:
     # None when the suite has no `regressions:` (the check then uses the defaults, ungated).
     regressions: Regressions | None = None
 
-    def measure_for(self, device_class: str) -> Settings:
+    def measure_for(
+        self, device_class: str, runtime: str | None = None, device: Device | None = None
+    ) -> Settings:
+        """The settings of a case of `runtime` on a device of `device_class` (or on `device`,
+        whose inventory may choose its provider and GPU): device beats class beats suite.
+        Without a runtime, the provider's options are as written, unchecked."""
         override = self.classes.get(device_class, ClassOverride())
         # Every key is MEASURE_DEFAULTS's, each value checked against its default's type.
-        return cast(Settings, {**MEASURE_DEFAULTS, **self.measure, **override.measure})
+        settings = cast(Settings, {**MEASURE_DEFAULTS, **self.measure, **override.measure})
+        layers = [self._layer(self.measure), self._layer(override.measure)]
+        if device is not None:
+            layers.append(device_layer(device))
+        settings["provider"], options = resolve(runtime, settings["delegate_path"], layers)
+        # Checked by `resolve` when a runtime is given: the runtime's own names and values.
+        settings["provider_options"] = cast(dict[str, OptionValue], options)
+        settings["gpu"] = device.gpu if device is not None else None
+        return settings
+
+    def _layer(self, node: Mapping[str, Any]) -> Layer:
+        options = node.get("provider_options") or {}
+
+        def where(key: str) -> str:
+            if key == "provider":
+                return yamlfile.where(self.path, node, key)
+            return yamlfile.where(self.path, options, key)
+
+        return Layer(node.get("provider"), options, where)
 
     def budgets_for(self, model: ModelSpec, device_class: str) -> dict[str, float]:
         override = self.classes.get(device_class, ClassOverride())
@@ -114,8 +140,6 @@ def load_suite(path: Path) -> Suite:
             f"{yamlfile.where(path, data, 'models')}: 'models' must be a non-empty list of models"
         )
     classes: dict[str, ClassOverride] = {}
-    # Where each class's measure settings were written, to point at a bad combination.
-    measure_nodes: dict[str, dict[str, Any]] = {}
     raw_classes = mapping(path, data, "classes")
     for cls, override in raw_classes.items():
         if cls not in DEVICE_CLASSES:
@@ -127,7 +151,6 @@ def load_suite(path: Path) -> Suite:
             raise ConfigError(f"{yamlfile.where(path, raw_classes, cls)}: must be a mapping")
         no_unknown(path, override, {"measure", "budgets"}, f"classes.{cls}")
         classes[cls] = ClassOverride(measure(path, override), budgets(path, override))
-        measure_nodes[cls] = mapping(path, override, "measure")
     settings = Suite(suite_name, path, (), measure(path, data), budgets(path, data), classes)
     # The batch each device class runs at: a shape in the suite leaves that axis to it.
     batches = {settings.measure_for(cls)["batch"] for cls in DEVICE_CLASSES}
@@ -146,5 +169,16 @@ def load_suite(path: Path) -> Suite:
         regressions=regressions(path, data) if "regressions" in data else None,
     )
     formats = {variant.format for spec in specs for variant in spec.variants}
-    check_providers(path, formats, suite.measure_for, mapping(path, data, "measure"), measure_nodes)
+    check_providers(formats, suite.measure_for)
     return suite
+
+
+def device_layer(device: Device) -> Layer:
+    """A host's own provider and options (fleet_provider, fleet_provider_options)."""
+    return Layer(
+        device.provider,
+        dict(device.provider_options),
+        lambda key: device.provider_source if key == "provider" else device.options_source,
+        "fleet_provider",
+        f" of host {device.name!r}",
+    )

@@ -107,6 +107,7 @@ REGRESSION_METRICS: dict[str, tuple[str, bool]] = {
     "latency_ms_p50": ("latency_pct", True),
     "latency_ms_p95": ("latency_pct", True),
     "latency_ms_p99": ("latency_pct", True),
+    "latency_ms_min": ("latency_pct", True),  # the device's own speed: interference only adds
     "throughput_ips": ("latency_pct", False),
     "peak_rss_mb": ("memory_pct", True),
     "peak_delta_mb": ("memory_pct", True),

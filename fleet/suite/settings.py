@@ -12,7 +12,6 @@ from fleet.errors import ConfigError
 from fleet.inventory import DEVICE_CLASSES
 from fleet.suite.nodes import MAX_PATH, NAME, NAME_RULE, in_range, mapping, no_unknown
 from fleet_agent.protocol import Settings
-from fleet_agent.runtimes import ORT_PROVIDERS
 
 # Every measurement setting, with its default: the one source of them (the agent has none).
 MEASURE_DEFAULTS: Settings = {
@@ -37,6 +36,9 @@ MEASURE_DEFAULTS: Settings = {
     "context_tokens": [32, 96],
     "decode_tokens": 32,
     "generation_runs": 5,
+    "provider_options": {},
+    "gpu": None,
+    "load_timeout_s": 1800.0,
 }
 
 _DEFAULTS: Mapping[str, object] = MEASURE_DEFAULTS  # read by a key from the suite file
@@ -55,6 +57,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "threads": (1, 1024),
     "batch": (1, 65_536),
     "timeout_s": (0, DAY_S),
+    "load_timeout_s": (0, DAY_S),
     "seed": (0, 2**32 - 1),
     "inter_op_threads": (0, 1024),
     "cv_max": (0, 1000),
@@ -66,12 +69,11 @@ LIMITS: dict[str, tuple[int, int]] = {
     "generation_runs": (1, 1000),
 }
 # Seconds where 0 makes no sense (no time to measure, no time to finish).
-ABOVE_ZERO = {"max_seconds", "timeout_s"}
+ABOVE_ZERO = {"max_seconds", "timeout_s", "load_timeout_s"}
 MAX_CONTEXTS = 64
 
-# The agent's providers (fleet_agent.runtimes): ONNX Runtime's by ORT_PROVIDERS; LiteRT's
-# own are these, any other LiteRT provider is a delegate loaded from measure.delegate_path.
-LITERT_PROVIDERS = ("cpu", "xnnpack", "builtin")
+# The runtime that runs each format's variants (fleet.plan's cases use it too).
+RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
 # fleet_agent.runtimes._ORT_LEVELS; tests/test_suite.py keeps the two the same.
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -87,7 +89,7 @@ def measure(path: Path, node: dict[str, Any]) -> dict[str, Any]:
                 f"{yamlfile.where(path, settings, key)}: measure.{key} must be {problem},"
                 f" not {yamlfile.show(value)}"
             )
-    return dict(settings)
+    return settings  # as read, so that a provider's errors can name its line
 
 
 def setting_problem(key: str, value: object) -> str:
@@ -96,6 +98,11 @@ def setting_problem(key: str, value: object) -> str:
     if key == "provider":
         ok = isinstance(value, str) and NAME.fullmatch(value) is not None
         return "" if ok else f"a provider name ({NAME_RULE})"
+    if key == "provider_options":  # each option is checked with its provider (providers.py)
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        return "" if ok else "a mapping of option: value"
+    if key == "gpu":
+        return "left to the inventory (host var fleet_gpu: which GPU of the host a device is)"
     if key == "graph_optimization_level":
         return "" if value in GRAPH_LEVELS else f"one of {', '.join(GRAPH_LEVELS)}"
     if isinstance(default, str):  # delegate_path: a library on the device
@@ -118,39 +125,11 @@ def setting_problem(key: str, value: object) -> str:
     return f"a number {'above' if key in ABOVE_ZERO else 'from'} {low:,} to {high:,}"
 
 
-def check_providers(
-    path: Path,
-    formats: Iterable[str],
-    measure_for: Callable[[str], Settings],
-    suite_measure: dict[str, Any],
-    class_measure: Mapping[str, dict[str, Any]],
-) -> None:
-    """Each class's provider must exist for the runtimes its variants run on (`formats`), so
-    a typo is found now rather than as a skipped case on every device."""
-    formats = set(formats)
+def check_providers(formats: Iterable[str], measure_for: Callable[[str, str], Settings]) -> None:
+    """Each class's provider must exist for the runtimes its variants run on (`formats`),
+    with options that provider takes, so a typo is found now rather than as a skipped case on
+    every device (`measure_for` raises the error, naming the line that set it)."""
+    runtimes = sorted({RUNTIME_FOR_FORMAT[f] for f in formats})
     for cls in DEVICE_CLASSES:
-        settings = measure_for(cls)
-        provider = settings["provider"]
-        problem = ""
-        if "onnx" in formats and provider not in ORT_PROVIDERS:
-            problem = (
-                f"the onnx variants need an ONNX Runtime provider: one of"
-                f" {', '.join(ORT_PROVIDERS)}"
-            )
-        elif (
-            "tflite" in formats
-            and provider not in LITERT_PROVIDERS
-            and not settings["delegate_path"]
-        ):
-            problem = (
-                f"the tflite variants need a LiteRT provider: one of"
-                f" {', '.join(LITERT_PROVIDERS)}, or a delegate with measure.delegate_path"
-                " set to its library"
-            )
-        if problem:
-            node = class_measure.get(cls, {})
-            node = node if "provider" in node else suite_measure
-            raise ConfigError(
-                f"{yamlfile.where(path, node, 'provider')}: measure.provider"
-                f" {yamlfile.show(provider)} is not known; {problem}"
-            )
+        for runtime in runtimes:
+            measure_for(cls, runtime)

@@ -91,8 +91,9 @@ class Transport(ABC):
         """Make the folder and its parents where missing (mkdir -p), running no command."""
 
     @abstractmethod
-    def put(self, local: Path, remote: str) -> None:
-        """Copy a file so that `remote` appears complete or not at all."""
+    def put(self, local: Path, remote: str, sent: Callable[[int, int], None] | None = None) -> None:
+        """Copy a file so that `remote` appears complete or not at all; `sent(bytes so far,
+        size)` is told along the way (a progress bar for a large model)."""
 
     @abstractmethod
     def get(self, remote: str, local: Path) -> None: ...

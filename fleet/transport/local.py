@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from fleet.errors import DeviceError
@@ -67,13 +67,16 @@ class LocalTransport(Transport):
         with self._device_errors(f"making the folder {remote}"):
             self._path(remote).mkdir(parents=True, exist_ok=True)
 
-    def put(self, local: Path, remote: str) -> None:
+    def put(self, local: Path, remote: str, sent: Callable[[int, int], None] | None = None) -> None:
         target = self._path(remote)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         with self._device_errors(f"copying {local.name} to {remote}"):
             try:
-                shutil.copyfile(local, tmp)
+                shutil.copyfile(local, tmp)  # a local copy is quick: said once, when done
                 tmp.replace(target)
+                if sent is not None:
+                    size = target.stat().st_size
+                    sent(size, size)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise

@@ -1,11 +1,9 @@
-"""SSH devices through paramiko, with strict host-key checking and ~/.ssh/config."""
+"""SSH devices through paramiko: commands, streams and files over a connection that
+fleet/transport/sshlogin.py logs in (ssh config, jump hosts, strict host keys)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import getpass
-import hashlib
 import os
 import posixpath
 import shlex
@@ -13,127 +11,15 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import paramiko
-from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
-from fleet.errors import DeviceError, HostKeyError
+from fleet.errors import DeviceError
 from fleet.inventory import Device
 from fleet.transport.base import Process, Transport
 from fleet.transport.refusal import answered, refusal
-
-CONNECT_TIMEOUT_S = 10.0
-KEEPALIVE_S = 10.0
-T = TypeVar("T")
-
-
-def _known_hosts(device: Device) -> Path:
-    return device.known_hosts or Path("~/.ssh/known_hosts").expanduser()
-
-
-_parsed: dict[tuple[str, str, int, int], Any] = {}
-_parsed_lock = threading.Lock()
-
-
-def _once(kind: str, path: Path, parse: Callable[[Path], T]) -> T:
-    """`parse(path)`, done once per version of the file (its size and mtime) in this process,
-    not once per device: each of 512 connections parsing a 512-line known_hosts file was
-    O(devices²) key objects, 60 ms of CPU per device."""
-    version = path.stat()
-    key = (kind, str(path), version.st_mtime_ns, version.st_size)
-    with _parsed_lock:
-        if key not in _parsed:
-            _parsed[key] = parse(path)
-        found: T = _parsed[key]
-    return found
-
-
-def _ssh_config(host: str) -> dict[str, Any]:
-    path = Path("~/.ssh/config").expanduser()
-    if not path.exists():
-        return {}
-    config = _once("config", path, lambda p: paramiko.SSHConfig.from_path(str(p)))
-    return dict(config.lookup(host))
-
-
-class _KnownHosts:
-    """A known_hosts file, indexed by host name; hashed names (`|1|salt|hash`) are matched
-    the way paramiko matches them."""
-
-    def __init__(self, path: Path) -> None:
-        self.by_name: dict[str, dict[str, paramiko.PKey]] = {}
-        self.hashed = paramiko.HostKeys()
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            try:
-                entry = HostKeyEntry.from_line(line, number)
-            except (paramiko.SSHException, InvalidHostKey):
-                continue  # as paramiko's loader: an entry it cannot read is no entry
-            if entry is None or entry.key is None:
-                continue
-            key_type = entry.key.get_name()
-            for name in entry.hostnames:
-                if name.startswith("|1|"):
-                    self.hashed.add(name, key_type, entry.key)
-                else:  # the first entry for a name and key type wins, as in paramiko
-                    self.by_name.setdefault(name, {}).setdefault(key_type, entry.key)
-
-    def keys_of(self, name: str) -> dict[str, paramiko.PKey]:
-        found = dict(self.by_name.get(name, {}))
-        hashed = self.hashed.lookup(name) if len(self.hashed) else None
-        for key_type, key in (hashed or {}).items():
-            found.setdefault(key_type, key)
-        return found
-
-
-def _private_key(path: str) -> paramiko.PKey | None:
-    """The key in `path`, read once per run; None where paramiko must read it itself at each
-    connection (a passphrase, a certificate beside it, a format from_path does not read)."""
-    file = Path(path).expanduser()
-    if Path(f"{file}-cert.pub").exists():
-        return None
-
-    def load(p: Path) -> paramiko.PKey | None:
-        try:
-            return paramiko.PKey.from_path(p)
-        except (paramiko.SSHException, OSError, ValueError):
-            return None
-
-    return _once("key", file, load)
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's way of showing a key: SHA256:base64 without padding."""
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
-
-
-def _key_name(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
-    """Like paramiko's RejectPolicy, but the refusal names the key offered, so the user can
-    compare it with the device's own before trusting it."""
-
-    def __init__(self, device: Device, port: int, known_hosts: Path) -> None:
-        self.device = device
-        self.port = port
-        self.known_hosts = known_hosts
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        host = hostname.split("]")[0].lstrip("[")
-        raise HostKeyError(
-            self.device.name,
-            f"unknown host key {_fingerprint(key)} for {hostname} (not in {self.known_hosts});"
-            " compare it with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the device,"
-            f" then: ssh-keyscan -p {self.port} {host} >> {self.known_hosts}",
-        )
+from fleet.transport.sshconfig import device_hop
+from fleet.transport.sshlogin import CONNECT_TIMEOUT_S, login
 
 
 def _close(channel: paramiko.Channel) -> None:
@@ -148,93 +34,10 @@ def _close(channel: paramiko.Channel) -> None:
 class SSHTransport(Transport):
     def __init__(self, device: Device) -> None:
         super().__init__(device)
-        config = _ssh_config(device.host)
-        self.hostname = str(config.get("hostname", device.host))
-        # The inventory wins over ~/.ssh/config, as in Ansible; port 22 means "not set".
-        self.port = device.port if device.port != 22 else int(config.get("port", 22))
-        self.user = device.user or str(config.get("user", getpass.getuser()))
-        key_files: list[str] | None = (
-            [device.key_file] if device.key_file else config.get("identityfile")
-        )
-        for key_file in key_files or []:
-            if not Path(key_file).expanduser().exists():
-                raise DeviceError(
-                    device.name,
-                    f"SSH key {key_file} not found; fix ansible_ssh_private_key_file"
-                    f" ({device.source}) or IdentityFile in ~/.ssh/config",
-                    "login",
-                )
-        known_hosts = _known_hosts(device)
-        self.client = paramiko.SSHClient()
-        if known_hosts.exists():
-            # This device's entries only, from the file parsed once per run; what paramiko's
-            # load_host_keys would have found for it.
-            name = _key_name(self.hostname, self.port)
-            ours = self.client.get_host_keys()
-            for key_type, key in (
-                _once("known_hosts", known_hosts, _KnownHosts).keys_of(name).items()
-            ):
-                ours.add(name, key_type, key)
-        self.client.set_missing_host_key_policy(_RefuseUnknownKey(device, self.port, known_hosts))
-        try:
-            self._connect(key_files, known_hosts)
-        except BaseException:
-            self.client.close()  # paramiko keeps its transport thread and socket otherwise
-            raise
-        # As ServerAliveInterval: keeps idle NAT and firewall state open and finds a broken
-        # TCP connection; a hung device is found by the agent's missing heartbeat.
-        transport = self.client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(int(KEEPALIVE_S))
+        self.route = login(device_hop(device))  # through its jump hosts, if any
+        self.client = self.route.client
         self._sftp: paramiko.SFTPClient | None = None
         self._dropped = False  # a command's channel was closed by the connection ending
-
-    def _connect(self, key_files: list[str] | None, known_hosts: Path) -> None:
-        device = self.device
-        # A key read once per run rather than at each connection (paramiko tries each key
-        # type in turn on the file); the same key, so the same login.
-        keys = [_private_key(f) for f in key_files or []]
-        pkey = keys[0] if len(keys) == 1 else None
-        try:
-            self.client.connect(
-                self.hostname,
-                port=self.port,
-                username=self.user,
-                pkey=pkey,
-                # stubs say str; a list works
-                key_filename=None if pkey else key_files,  # type: ignore[arg-type]
-                timeout=CONNECT_TIMEOUT_S,
-                banner_timeout=CONNECT_TIMEOUT_S,
-                auth_timeout=CONNECT_TIMEOUT_S,
-                allow_agent=True,
-                look_for_keys=not key_files,
-            )
-        except paramiko.BadHostKeyException as exc:
-            name = _key_name(self.hostname, self.port)
-            raise HostKeyError(
-                device.name,
-                f"host key of {name} CHANGED (known {_fingerprint(exc.expected_key)},"
-                f" offered {_fingerprint(exc.key)}); if the device was really"
-                f" reinstalled: ssh-keygen -R '{name}' -f {known_hosts} and add the new key",
-            ) from None
-        except paramiko.SSHException as exc:
-            if isinstance(exc, paramiko.AuthenticationException):
-                raise DeviceError(
-                    device.name,
-                    f"SSH login as {self.user}@{self.hostname}:{self.port} refused ({exc});"
-                    " check ansible_user and ansible_ssh_private_key_file",
-                    "login",
-                ) from None
-            raise DeviceError(
-                device.name, f"SSH to {self.hostname}:{self.port} failed: {exc}", "unreachable"
-            ) from None
-        except (TimeoutError, OSError) as exc:
-            raise DeviceError(
-                device.name,
-                f"cannot reach {self.hostname}:{self.port} ({exc.strerror or exc});"
-                " is the device on and its sshd running?",
-                "unreachable",
-            ) from None
 
     @contextlib.contextmanager
     def _device_errors(self, what: str, path: str = "", needed: int = 1) -> Iterator[None]:
@@ -331,12 +134,12 @@ class SSHTransport(Transport):
                     return
             raise
 
-    def put(self, local: Path, remote: str) -> None:
+    def put(self, local: Path, remote: str, sent: Callable[[int, int], None] | None = None) -> None:
         tmp = f"{remote}.{os.getpid()}.{threading.get_ident()}.tmp"
         what = f"sending {local.name} to {remote}"
         with self._device_errors(what, posixpath.dirname(remote), local.stat().st_size):
             try:
-                self.sftp.put(str(local), tmp)  # paramiko checks the size it wrote
+                self.sftp.put(str(local), tmp, callback=sent)  # paramiko checks the size
                 self.sftp.posix_rename(tmp, remote)
             except BaseException:
                 with contextlib.suppress(OSError, paramiko.SSHException):
@@ -352,4 +155,4 @@ class SSHTransport(Transport):
         return not self._dropped and transport is not None and transport.is_active()
 
     def close(self) -> None:
-        self.client.close()
+        self.route.close()
