@@ -177,8 +177,18 @@ def test_accuracy_of_onnx_variants_against_the_fp32_reference(spec, tmp_path):
     assert fields["agreement_top1"] > 0.95
     assert 0.9 < fields["cosine_min"] <= fields["cosine_mean"] <= 1.0 + 1e-9
     assert fields["max_abs_error"] > 0  # a different precision is not bit-identical
+    assert 0 < fields["snr_db"] < accuracy.MAX_DB  # close, and not identical
     if spec == "onnx:fp16":
         assert fields["cosine_min"] > 0.999
+        assert fields["snr_db"] > 40  # half precision keeps about 3 decimal digits
+
+
+def test_snr_is_signal_power_over_error_power_in_decibels():
+    reference = np.ones((4, 10))
+    assert accuracy.snr_db(reference, reference * 1.1) == pytest.approx(20.0)  # error 1/10
+    assert accuracy.snr_db(reference, reference * 2.0) == pytest.approx(0.0)
+    assert accuracy.snr_db(reference, reference) == accuracy.MAX_DB  # identical: finite
+    assert accuracy.snr_db(np.zeros((4, 10)), reference) == -accuracy.MAX_DB
 
 
 def test_accuracy_refuses_a_reference_of_another_shape(tmp_path):

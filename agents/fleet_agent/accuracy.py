@@ -9,7 +9,7 @@ The outputs compared are the first output's values, one row per sample (for a de
 logits of the next token). With labels: top-1 and top-5 accuracy. With a reference (the
 outputs of the FP32 ONNX variant of the same model on the same device and data, saved by
 that case, when it ran): agreement of the top-1 class, cosine similarity (min, mean), max
-absolute error.
+absolute error and the signal-to-noise ratio in dB.
 
 Saving those outputs is the one write of a case. When it fails (a full disk), the case keeps
 its measurements and says why in ``accuracy_error``; the other variants then have no
@@ -149,4 +149,20 @@ def agreement(reference: np.ndarray, outputs: np.ndarray) -> Dict[str, float]:
         "cosine_min": float(np.min(cosine)),
         "cosine_mean": float(np.mean(cosine)),
         "max_abs_error": float(np.max(np.abs(ref - out))),
+        "snr_db": snr_db(ref, out),
     }
+
+
+MAX_DB = 200.0  # identical outputs: finite, so it stays a JSON number (as fleet.artifacts)
+
+
+def snr_db(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """10·log10(signal power / error power) over all outputs: the fidelity of a tensor
+    output (a detection map, an image), where top-1 agreement means nothing."""
+    noise = float(np.sum((reference - outputs) ** 2))
+    power = float(np.sum(reference**2))
+    if noise <= 0:
+        return MAX_DB
+    if power <= 0:
+        return -MAX_DB
+    return float(np.clip(10 * np.log10(power / noise), -MAX_DB, MAX_DB))

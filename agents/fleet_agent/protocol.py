@@ -214,6 +214,7 @@ class ResultFields(TypedDict, total=False):
     agreement_top1: float
     cosine_min: float
     cosine_mean: float
+    snr_db: float  # signal to noise against the reference, over all outputs, within ±200 dB
     max_abs_error: float
     # Why the reference outputs were not saved ("... no space left on device (PATH) ...")
     accuracy_error: str

@@ -7,24 +7,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fleet.results.record import Record, tag
+from fleet.results.record import SERIES_KEYS, Record, tag
 from fleet.suite import REGRESSION_METRICS
 from fleet_agent.stats import min_samples_for
 
-# What identifies a series, besides `context_tokens` of a generation record.
-SERIES_TAGS = (
-    "suite",
-    "device",
-    "model",
-    "format",
-    "precision",
-    "variant",
-    "shape",
-    "runtime",
-    "provider",
-    "threads",
-    "batch",
-)
+# A series: one case identity (the store's SERIES_KEYS) in one suite on one device, plus
+# `context_tokens` of a generation record; format and precision besides the variant, so that
+# records stored before `variant` existed still match.
+SERIES_TAGS = ("suite", "device", "format", "precision", *SERIES_KEYS)
 GENERATION_METRICS = ("ttft_ms", "decode_tokens_per_s")
 _Z975 = 1.959963984540054  # the agent's confidence intervals are 95 %
 
@@ -89,7 +79,9 @@ def series_name(tags: Mapping[str, str]) -> str:
     )
     if "context_tokens" in tags:
         name += f" context={tags['context_tokens']}"
-    return f"{name} on {t['device']}"
+    if "provider_options" in tags:
+        name += f" [{tags['provider_options']}]"
+    return f"{name} on {t['device']}" + (f" GPU {tags['gpu']}" if "gpu" in tags else "")
 
 
 def is_valid(record: Record) -> bool:
@@ -109,5 +101,19 @@ def point(record: Record, metric: Metric) -> Point | None:
     if metric.ci is not None:
         low, high = (record.number(name) for name in metric.ci)
         if low is not None and high is not None and high >= low:
-            sigma = (high - low) / (2 * _Z975)
+            sigma = max((high - low) / (2 * _Z975), _repetitions_se(record))
     return Point(record.run_id, record.time_ns, value, sigma)
+
+
+def _repetitions_se(record: Record) -> float:
+    """The standard error of the p50 from its repetitions' p50s (each a fresh worker). The
+    samples of one worker are not independent (a device slows for seconds at a time), so the
+    interval over all samples can be far narrower than what a rerun would move by; the
+    repetitions' spread says that honestly. 0 when fewer than two are known."""
+    listed = record.fields.get("repetition_p50s_ms")  # "0.61,0.83,0.62", as the agent writes it
+    p50s = [float(v) for v in str(listed).split(",")] if listed else []
+    if len(p50s) < 2:
+        return 0.0
+    mean = math.fsum(p50s) / len(p50s)
+    variance = math.fsum((v - mean) ** 2 for v in p50s) / (len(p50s) - 1)
+    return math.sqrt(variance / len(p50s))
