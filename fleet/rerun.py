@@ -31,7 +31,7 @@ from fleet.suite import Suite, load_suite
 # stored before results had a `variant` tag reads as format:precision (fleet.results.record.tag).
 Identity = tuple[str, str, str, str]
 # The tags a case's settings and device decide; a rerun must give each the same value.
-SETTING_TAGS = ("device_class", "batch", "threads")
+SETTING_TAGS = ("device_class", "batch", "threads", "provider_options", "gpu")
 
 
 def _quiet(device: str, message: str) -> None:
@@ -256,9 +256,10 @@ def _differs(
         )
     now = tags(DeviceContext(suite.name, "", device), case)
     for key in SETTING_TAGS:
-        if same[0].tags.get(key) != now[key]:
+        # provider_options and gpu are tags only where set: absent on both sides is the same.
+        if same[0].tags.get(key) != now.get(key):
             return (
-                f"{case.id} on {device.name} has {key} {now[key]} now, was"
-                f" {same[0].tags.get(key)} (the inventory changed)"
+                f"{case.id} on {device.name} has {key} {now.get(key, '(none)')} now, was"
+                f" {same[0].tags.get(key, '(none)')} (the inventory changed)"
             )
     return ""

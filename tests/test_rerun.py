@@ -162,6 +162,22 @@ def test_a_model_that_converts_to_other_bytes_is_refused(first: First) -> None:
     assert "converts to model_sha256" in line
 
 
+def test_a_run_measured_on_another_gpu_is_refused(first: First, tmp_path: Path) -> None:
+    """A series' GPU is a tag only where one is set: a run whose records were on GPU 1 of a
+    server is not rerun on a device that sets none."""
+    copy = tmp_path / "results.sqlite"
+    with sqlite3.connect(copy) as target:
+        Store(first.store).db.backup(target)
+    with sqlite3.connect(copy) as db:
+        db.execute(
+            "UPDATE records SET tags = json_set(tags, '$.gpu', '1') WHERE run_id = ?",
+            (first.run_id,),
+        )
+    with pytest.raises(ConfigError) as refused:
+        plan_rerun(Store(copy), first.run_id)
+    assert "on local has gpu (none) now, was 1 (the inventory changed)" in str(refused.value)
+
+
 def test_another_agent_is_refused(first: First) -> None:
     store = Store(first.store)
     spec = store.run_spec(first.run_id)

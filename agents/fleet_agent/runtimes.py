@@ -79,6 +79,8 @@ ORT_PROVIDERS = {
     "xnnpack": "XnnpackExecutionProvider",
     "dml": "DmlExecutionProvider",
     "qnn": "QNNExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
 }
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
