@@ -13,7 +13,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import fleet.runner
 from fleet.cli import main
 from fleet.results.store import Store
 
@@ -40,13 +39,7 @@ def built_suite(tmp_path: Path, name: str = "encoder", model: str = "minilm") ->
     return path
 
 
-def needs_the_runner() -> None:
-    if not hasattr(fleet.runner, "check_fidelity_budgets"):
-        pytest.skip("waits on fleet/runner.py refusing by check_fidelity_budgets (issue 13)")
-
-
 def test_encoder_suite_on_the_lab(lab: Path, tmp_path: Path, fleet_home: Path) -> None:
-    needs_the_runner()
     store_path = tmp_path / "results.sqlite"
     args = ["run", str(built_suite(tmp_path)), "--inventory", str(lab / "inventory.yaml")]
     result = CliRunner().invoke(main, [*args, "--devices", "lab1", "--store", str(store_path)])
@@ -77,7 +70,6 @@ def test_ocr_suite_judges_nchw_outputs_on_the_lab(
 ) -> None:
     """suites/ocr.yaml: PP-OCRv4's three NCHW outputs, TFLite ones compared in FP32's layout;
     min_snr_db 20 keeps tflite:fp32 and fp16 and refuses the rest (docs/measurement.md)."""
-    needs_the_runner()
     store_path = tmp_path / "results.sqlite"
     suite = built_suite(tmp_path, "ocr", "ppocr_det")
     args = ["run", str(suite), "--inventory", str(lab / "inventory.yaml"), "--devices", "lab1"]
