@@ -110,7 +110,8 @@ def test_live_view_in_a_terminal(lab: Path, tmp_path: Path, fleet_home: Path) ->
         if end == "error":
             assert re.match(rf"{device}\s+error\s+[a-z_]+", frame[device])
             continue
-        assert any(re.match(rf"{device}\s+pushing .*\(1\.\d MB\)", line) for line in text)
+        seen = [line for line in text if line.startswith(device)]
+        assert any(re.match(rf"{device}\s+pushing .*\(1\.\d MB\)", line) for line in seen), seen
         assert any(re.match(rf"{device}\s+running .*case 1 of 1: {CASE}", line) for line in text)
         assert any(re.match(rf"{device}\s+done .*1 pass", line) for line in text)
     table = text[final + 1 :]
@@ -208,13 +209,38 @@ def test_render_rows_bars_and_count() -> None:
     for message in ("connecting", "push model.onnx (512.0 MB)", "push model.onnx 40% of 512.0 MB"):
         board.note("pi1", message)
     console = Console(record=True, width=100, color_system=None)
-    console.print(render(board, height=20))
+    console.print(render(board, width=100, height=20))
     text = console.export_text()
     (pushing,) = [line for line in text.splitlines() if line.startswith("pi1")]
     # 40% of a 24-character bar: nine and a half filled.
-    assert re.search(r"pushing ━{9}╸ +model.onnx 40% of 512.0 MB", pushing), text
+    assert re.search(r"pushing +━{9}╸ +model.onnx 40% of 512.0 MB", pushing), text
     assert re.search(r"^pi2 +waiting", text, re.MULTILINE)
     assert "0 of 2 devices done, 1 at work" in text
+
+
+def test_render_squeezes_only_the_detail() -> None:
+    """A long file name on one row, a narrow terminal: every row still says its whole state
+    (the live view's columns are shared), an artifact's hash is cut as git cuts it, and what
+    gives way is the end of the detail."""
+    board = Board(two_device_plan())
+    artifact = "eaa83b2d433b4aa644f6408d12dc2f120aa9854248e6ed0b11de6268ed5f8884.onnx"
+    board.note("pi1", f"push {artifact} (3.0 MB)")
+    board.note("pi2", "push digits_big.npz (1.9 MB)")
+    board.note("pi2", "push digits_big.npz 7% of 1.9 MB")
+    assert board.rows["pi1"].detail == "eaa83b2d433b….onnx (3.0 MB)"
+    board.note("pi1", f"push {artifact} 5% of 3.0 MB")
+    assert board.rows["pi1"].detail == "eaa83b2d433b….onnx 5% of 3.0 MB"
+    board.note("pi1", "push a-file-named-at-great-length-by-its-maker.onnx (3.0 MB)")
+    for width in (60, 70, 120):
+        console = Console(record=True, width=width, color_system=None)
+        console.print(render(board, width=width, height=20))
+        rows = {line.split()[0]: line.rstrip() for line in console.export_text().splitlines()}
+        assert rows["pi1"].split()[1] == rows["pi2"].split()[1] == "pushing", rows
+        assert rows["conversions"].split()[1] == "done"
+        assert len(max(rows.values(), key=len)) <= width
+        cut = width < 100  # 48 columns for the name, state and bar; the rest for the detail
+        assert rows["pi2"].endswith("…" if cut else "digits_big.npz 7% of 1.9 MB"), rows
+    assert rows["pi1"].endswith("great-length-by-its-maker.onnx (3.0 MB)")
 
 
 def test_render_many_devices_fits_the_terminal() -> None:
@@ -223,7 +249,7 @@ def test_render_many_devices_fits_the_terminal() -> None:
     for i in range(12):
         board.note(f"d{i:02d}", "connecting" if i % 2 else "done")
     console = Console(record=True, width=100, color_system=None)
-    console.print(render(board, height=12))
+    console.print(render(board, width=100, height=12))
     lines = console.export_text().splitlines()
     assert len(lines) <= 12
     assert lines[0].split()[:2] == ["conversions", "done"]

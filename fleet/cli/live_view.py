@@ -16,7 +16,7 @@ from rich.text import Text
 
 from fleet.artifacts.converter_env import log as converter_log
 from fleet.cli import output
-from fleet.cli.progress_board import ACTIVE, CONTROLLER, Board, Row
+from fleet.cli.progress_board import ACTIVE, CONTROLLER, STATES, Board, Row
 from fleet.plan import Plan
 
 Progress = Callable[[str, str], None]
@@ -29,6 +29,8 @@ _STYLE = {
     "busy": "magenta",
 }
 _BAR_WIDTH = 24
+_NAME_WIDTH = 24  # a longer device name is cut
+_DETAIL_WIDTH = 12  # the least a detail is given, however narrow the terminal
 
 
 @contextlib.contextmanager
@@ -43,7 +45,7 @@ def watching(plan: Plan) -> Iterator[Progress]:
         return
     live = Live(
         console=console,
-        get_renderable=lambda: render(board, console.height),
+        get_renderable=lambda: render(board, console.width, console.height),
         refresh_per_second=4,
         redirect_stdout=False,  # the table's stream: never drawn on
         redirect_stderr=True,  # other lines (InfluxDB, a lock) print above the view
@@ -85,14 +87,20 @@ def _steps_to(progress: Progress) -> Iterator[Progress]:
         converter_log.propagate = propagate
 
 
-def render(board: Board, height: int) -> RenderableType:
+def render(board: Board, width: int, height: int) -> RenderableType:
     """The view: the conversions, a row per device (as many as the terminal holds: those at
     work and in error first), and the overall count."""
     with board.lock:
         table = Table.grid(padding=(0, 1))
-        for _ in range(3):  # name, state, bar
-            table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True, overflow="ellipsis")  # what it is doing
+        # A long detail or a narrow terminal cuts only the detail: the name and the state
+        # are read at a glance (and matched by scripts that watch the view). Rich would
+        # narrow every column alike, so the detail is given what the others leave.
+        names = ["conversions" if board.conversions else "", *board.rows]
+        fixed = [min(max(map(len, names)), _NAME_WIDTH), max(map(len, STATES)), _BAR_WIDTH]
+        for size in fixed:
+            table.add_column(no_wrap=True, width=size, overflow="ellipsis")
+        detail = max(width - sum(fixed) - len(fixed), _DETAIL_WIDTH)
+        table.add_column(no_wrap=True, max_width=detail, overflow="ellipsis")
         if board.conversions:
             _add(table, board.controller, "conversions")
         rows = list(board.rows.values())

@@ -33,6 +33,8 @@ _CASE_ERROR = re.compile(r"(\w+): ")
 _REPETITION = re.compile(r"repetition (\d+/\d+)")
 
 ACTIVE = ("connecting", "pushing", "running", "retrying", "busy")
+STATES = ("waiting", *ACTIVE, "done", "error", "converting", "preparing")  # rows' and controller's
+_HASHED = re.compile(r"([0-9a-f]{12})[0-9a-f]{52}(\.\w+)?")  # an artifact, named by its sha256
 
 
 class Noted(NamedTuple):
@@ -127,7 +129,7 @@ def _device(row: Row, message: str) -> Noted:
     if sent:
         percent = int(sent["percent"])
         row.fraction = percent / 100
-        row.detail = f"{sent['name']} {percent}% of {sent['mb']} MB"
+        row.detail = f"{_short(sent['name'])} {percent}% of {sent['mb']} MB"
         line = percent // 10 > row.tenths  # a plain log says each tenth the push passes
         row.tenths = max(row.tenths, percent // 10)
         return Noted(line, changed=False)
@@ -142,7 +144,7 @@ def _device(row: Row, message: str) -> Noted:
         row.given = int(found[1])
         row.state, row.detail = "running", f"{row.given} case(s)"
     elif found := _PUSH.fullmatch(message):
-        row.state, row.detail, row.fraction = "pushing", f"{found[1]} ({found[2]})", 0.0
+        row.state, row.detail, row.fraction = "pushing", f"{_short(found[1])} ({found[2]})", 0.0
         row.tenths = 0
     elif found := _ERROR.match(message):
         tally = row.tally()
@@ -154,6 +156,12 @@ def _device(row: Row, message: str) -> Noted:
         row.detail = message
         return Noted(line=True, changed=False)
     return Noted(line=True, changed=True)
+
+
+def _short(name: str) -> str:
+    """A file's name as a row shows it: an artifact's 64-digit hash cut to 12, as git does."""
+    found = _HASHED.fullmatch(name)
+    return f"{found[1]}…{found[2] or ''}" if found else name
 
 
 def _case(row: Row, case: str, rest: str) -> bool:
