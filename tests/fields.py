@@ -15,6 +15,7 @@ AGENT_RESULT_FIELDS = {
     "repetitions",
     "repetition_p50s_ms",
     "repetition_p50_cv",
+    "repetition_throughputs_ips",
     "load_ms",
     "first_inference_ms",
     "warmup_runs",

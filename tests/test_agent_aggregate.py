@@ -79,10 +79,19 @@ def test_repetitions_that_disagree_are_invalid():
     assert fields["valid"] is False
     assert fields["repetition_p50s_ms"] == "1,1.2,1"
     assert fields["repetition_p50_cv"] == pytest.approx(stats.cv([1.0, 1.2, 1.0]))
+    # Each repetition's p95 and throughput too (batch 4); 250 samples each are enough for a
+    # p95 (130) and not for a p99 (662), which is then not listed at all.
+    assert fields["repetition_p95s_ms"] == "1.02,1.224,1.02"
+    throughputs = [float(v) for v in fields["repetition_throughputs_ips"].split(",")]
+    assert throughputs == pytest.approx([4000, 4000 / 1.2, 4000], rel=1e-5)  # mean 1 ms, 1.2 ms
+    assert "repetition_p99s_ms" not in fields
     assert "repetitions' p50s (1,1.2,1 ms) vary by CV 0.108" in fields["invalid_reasons"]
     # With a looser limit the same figures pass.
     _, fields, _ = combine(reps, {"throttled": False}, case(drift_max=1.0, repetition_cv_max=0.2))
     assert fields["valid"] is True
+    long = [rep(STEADY * 3), rep(STEADY * 3)]  # 750 samples each: a p99 of each
+    _, fields, _ = combine(long, {"throttled": False}, case(drift_max=1.0))
+    assert fields["repetition_p99s_ms"] == "1.02,1.02"
 
 
 def test_a_device_that_heats_up_drifts_across_repetitions():

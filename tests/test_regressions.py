@@ -465,6 +465,37 @@ def test_repetitions_that_disagree_widen_the_uncertainty_of_the_p50(store: Store
     assert [v.state for v in check_run(other, run_id, p50, gate=True).verdicts] == ["ok"]
 
 
+@pytest.mark.parametrize(
+    ("metric", "agree", "disagree"),
+    [
+        ("latency_ms_p95", "1.344,1.345,1.343", "0.96,1.344,1.73"),
+        ("throughput_ips", "890,891,889", "1190,890,590"),
+    ],
+)
+def test_repetitions_that_disagree_widen_the_uncertainty_of_the_tail_and_throughput(
+    tmp_path: Path, metric: str, agree: str, disagree: str
+) -> None:
+    """The p95 and throughput of one night are weighed by their repetitions' spread as the
+    p50 is: a host slow for part of a night moves the night's tail while its workers
+    disagree, which is weak evidence of a change; the same move with workers that agree is
+    a regression."""
+    rules = Regressions(metrics=(metric,))
+    listing = {
+        "latency_ms_p95": "repetition_p95s_ms",
+        "throughput_ips": "repetition_throughputs_ips",
+    }
+    states = []
+    for listed in (agree, disagree):
+        store = Store(tmp_path / f"{listed}.sqlite")
+        for night, wobble in enumerate(noise(0, 8, 0.01), start=1):
+            store_night(store, night, {"m": wobble}, throughput_ips=1000 * wobble)
+        # p95 +12 % (1.2 × 1.12) and throughput −11 %: each alone, the other as before.
+        changed = {"latency_ms_p95": 1.344, "throughput_ips": 890, listing[metric]: listed}
+        run_id = store_night(store, 9, {"m": 1.0}, **changed)
+        states += [v.state for v in check_run(store, run_id, rules, gate=True).verdicts]
+    assert states == ["regression", "ok"]
+
+
 def test_open_regressions_until_a_later_valid_result_clears_them(store: Store) -> None:
     flat_nights(store, 8, m=1.0, n=1.0)
     first = store_night(store, 9, {"m": 1.3, "n": 1.3})

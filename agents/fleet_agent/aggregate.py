@@ -3,7 +3,9 @@
 - Latency statistics are over the samples of all repetitions together, in the order they
   were taken (so drift across repetitions, as a device heats, shows as drift).
 - ``repetition_p50s_ms`` lists each repetition's p50; ``repetition_p50_cv`` is their spread,
-  what a re-run of the case would likely move by.
+  what a re-run of the case would likely move by. The p95, p99 (where every repetition has
+  the samples for them) and throughput of each repetition are listed the same way: how far a
+  night's figure can be trusted, which the regression check weighs.
 - Cold figures (load, first inference, warm-up) are the median over repetitions; memory
   figures and the CPU wait are the worst repetition's, as budgets should see them.
 - The accuracy pass ran in the first repetition only; its fields are taken from there.
@@ -76,11 +78,19 @@ def combine(repetitions: List[RepetitionBody], thermal: Dict[str, Any], case: Ca
         iterations=float(len(samples)),
         throughput_ips=settings["batch"] * 1000.0 / fields["latency_ms_mean"],
         repetitions=float(len(repetitions)),
-        repetition_p50s_ms=",".join("{:.6g}".format(p) for p in p50s),
+        repetition_p50s_ms=_listed(p50s),
+        repetition_throughputs_ips=_listed(
+            [settings["batch"] * 1000.0 / float(np.mean(r["samples_ms"])) for r in repetitions]
+        ),
         repetition_p50_cv=stats.cv(p50s),
         latency_drift=stats.drift(samples),
         warmup_stable=all(bool(f["warmup_stable"]) for f in all_fields),
     )
+    for percentile, key in ((95, "repetition_p95s_ms"), (99, "repetition_p99s_ms")):
+        if all(len(r["samples_ms"]) >= stats.min_samples_for(percentile) for r in repetitions):
+            fields[key] = _listed(
+                [stats.percentile(r["samples_ms"], percentile) for r in repetitions]
+            )
     fields.update(thermal)
     gpu_reasons = _combine_gpu(fields, all_fields, repetitions)
     if gpu_reasons:
@@ -125,6 +135,11 @@ def combine(repetitions: List[RepetitionBody], thermal: Dict[str, Any], case: Ca
         "fields": cast(ResultFields, fields),
         "generation": combine_generation(repetitions),
     }
+
+
+def _listed(values: List[float]) -> str:
+    """Each repetition's figure, in the order they ran: "0.61,0.83,0.62"."""
+    return ",".join("{:.6g}".format(v) for v in values)
 
 
 def _combine_gpu(

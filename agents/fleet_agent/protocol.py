@@ -162,6 +162,9 @@ class ResultFields(TypedDict, total=False):
     repetitions: float
     repetition_p50s_ms: str
     repetition_p50_cv: float
+    repetition_p95s_ms: str  # where every repetition has the samples for the percentile
+    repetition_p99s_ms: str
+    repetition_throughputs_ips: str
     # Cold start and warm-up (median over repetitions)
     load_ms: float
     first_inference_ms: float

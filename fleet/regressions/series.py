@@ -27,6 +27,7 @@ class Metric:
     measurement: str = "result"
     min_samples: int = 0  # a percentile is judged only with enough samples for it
     ci: tuple[str, str] | None = None  # the agent's 95 % confidence interval of the value
+    repetitions: str = ""  # the field listing each repetition's value, where the agent does
 
     @property
     def unit(self) -> str:
@@ -37,6 +38,12 @@ class Metric:
 
 
 _PERCENTILES = {"latency_ms_p95": 95.0, "latency_ms_p99": 99.0}
+_REPETITIONS = {
+    "latency_ms_p50": "repetition_p50s_ms",
+    "latency_ms_p95": "repetition_p95s_ms",
+    "latency_ms_p99": "repetition_p99s_ms",
+    "throughput_ips": "repetition_throughputs_ips",
+}
 METRICS: dict[str, Metric] = {
     name: Metric(
         name,
@@ -47,6 +54,7 @@ METRICS: dict[str, Metric] = {
         ("latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms")
         if name == "latency_ms_p50"
         else None,
+        _REPETITIONS.get(name, ""),
     )
     for name, (effect, worse) in REGRESSION_METRICS.items()
 }
@@ -97,23 +105,25 @@ def point(record: Record, metric: Metric) -> Point | None:
         return None
     if metric.min_samples and (record.number("iterations") or 0.0) < metric.min_samples:
         return None
-    sigma = 0.0
+    sigma = _repetitions_se(record, metric.repetitions) if metric.repetitions else 0.0
     if metric.ci is not None:
         low, high = (record.number(name) for name in metric.ci)
         if low is not None and high is not None and high >= low:
-            sigma = max((high - low) / (2 * _Z975), _repetitions_se(record))
+            sigma = max((high - low) / (2 * _Z975), sigma)
     return Point(record.run_id, record.time_ns, value, sigma)
 
 
-def _repetitions_se(record: Record) -> float:
-    """The standard error of the p50 from its repetitions' p50s (each a fresh worker). The
-    samples of one worker are not independent (a device slows for seconds at a time), so the
-    interval over all samples can be far narrower than what a rerun would move by; the
-    repetitions' spread says that honestly. 0 when fewer than two are known."""
-    listed = record.fields.get("repetition_p50s_ms")  # "0.61,0.83,0.62", as the agent writes it
-    p50s = [float(v) for v in str(listed).split(",")] if listed else []
-    if len(p50s) < 2:
+def _repetitions_se(record: Record, listing: str) -> float:
+    """The standard error of a figure from its repetitions' values (each a fresh worker). The
+    samples of one worker are not independent (a device slows for seconds at a time), so an
+    interval over all samples can be far narrower than what a rerun would move by, and a
+    night whose repetitions disagree is weak evidence of a change: the repetitions' spread
+    says that honestly. 0 when fewer than two are known (records from before the agent
+    listed them)."""
+    listed = record.fields.get(listing)  # "0.61,0.83,0.62", as the agent writes it
+    values = [float(v) for v in str(listed).split(",")] if listed else []
+    if len(values) < 2:
         return 0.0
-    mean = math.fsum(p50s) / len(p50s)
-    variance = math.fsum((v - mean) ** 2 for v in p50s) / (len(p50s) - 1)
-    return math.sqrt(variance / len(p50s))
+    mean = math.fsum(values) / len(values)
+    variance = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return math.sqrt(variance / len(values))
