@@ -31,6 +31,10 @@ test would pay again without that.
 
     python bench/pytest_overhead.py --devices 8 --rounds 5
     python bench/pytest_overhead.py --lab /tmp/lab8 --rounds 5   # a lab already up
+
+Run it as Python runs by default, writing bytecode: with PYTHONDONTWRITEBYTECODE set (as in
+some containers) each pytest process compiles and rewrites its plugins' modules again, which
+multiplied the tests-that-measure-nothing side by four here (the bench says so when it is set).
 """
 
 from __future__ import annotations
@@ -223,6 +227,10 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         }
         print(f"lab: {devices} devices; {len(CASES)} cases each; parallel {args.parallel}")
         print(f"load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+        if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            # Then pytest rewrites the asserts of every plugin module in each of its processes
+            # again (hypothesis alone: 1.3 s of CPU each), which a user's machine caches.
+            print("PYTHONDONTWRITEBYTECODE is set: every pytest process compiles its plugins")
         # Untimed: the agent and the artifacts onto the devices, where both sides find them.
         timed(fleet_run(work / "warm.sqlite"), work, env)
         wall: dict[str, list[float]] = {name: [] for name in sides}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -28,6 +29,7 @@ from servers import InfluxServer
 
 from fleet import lab as lab_lib
 from fleet.pytest_plugin.result import FleetResult, Origin, Value, build_result, explain
+from fleet.pytest_plugin.session import log_progress
 from fleet.results.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +156,19 @@ def origin(**fields: object) -> Origin:
 def a_result(**fields: object) -> FleetResult:
     o = origin(**fields)
     return build_result(o, {"device": "pi5-a"}, o.fields, {"arch": "aarch64"})
+
+
+def test_progress_in_the_log_each_event_once_a_push_count_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleet")
+    for message in ("connecting", "push data.npz (5.2 MB)", "push data.npz 7% of 5.2 MB", "done"):
+        log_progress("pi1", message)
+    assert caplog.messages == ["[pi1] connecting", "[pi1] push data.npz (5.2 MB)", "[pi1] done"]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="fleet")
+    log_progress("pi1", "push data.npz 8% of 5.2 MB")
+    assert caplog.messages == ["[pi1] push data.npz 8% of 5.2 MB"]
 
 
 def test_a_failing_comparison_says_device_case_value_uncertainty_and_limit() -> None:

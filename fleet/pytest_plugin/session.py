@@ -27,6 +27,7 @@ import yaml
 from fleet.errors import ConfigError, DeviceError
 from fleet.inventory import Device
 from fleet.plan import Plan
+from fleet.progress import SENDING
 from fleet.pytest_plugin.options import Options, worker_id
 from fleet.results.record import Record
 from fleet.results.store import Store
@@ -116,16 +117,13 @@ class FleetSession:
         store = self.store
         store.test, store.worker = test, worker_id()
 
-        def progress(name: str, message: str) -> None:
-            log.info("[%s] %s", name, message)
-
         try:
             outcome = run_suite(
                 plan,
                 store,
                 parallel=1,
                 patience=self.options.patience,
-                progress=progress,
+                progress=log_progress,
                 connections=self.connections,
             )
         finally:
@@ -196,3 +194,10 @@ class FleetSession:
         if problems or checked.facts is None:
             raise DeviceError(device.name, "; ".join(problems) or "the check said nothing")
         return dict(checked.facts)
+
+
+def log_progress(device: str, message: str) -> None:
+    """A run's progress in pytest's log: each event at INFO, a push's running count (each
+    percent of a large file) at DEBUG only."""
+    level = logging.DEBUG if SENDING.fullmatch(message) else logging.INFO
+    log.log(level, "[%s] %s", device, message)
