@@ -217,6 +217,8 @@ capture_gpu() {
         --format=csv,noheader,nounits >"$dir/nvidia_smi_query_gpu_h200_old_field.txt" 2>&1 || true
     nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits \
         >"$dir/nvidia_smi_compute_apps_h200_$1.txt" 2>&1 || true
+    nvidia-smi --query-gpu=index,uuid --format=csv,noheader \
+        >"$dir/nvidia_smi_index_uuid_h200.txt" 2>&1 || true
     "$PY" - >"$dir/nvml_h200_$1.json" 2>&1 <<'EOF' || true
 import json
 

@@ -5,6 +5,7 @@ combined over repetitions, the first load's own limit, and the per-GPU lock betw
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ def key(**changes):
         "provider": "tensorrt",
         "options": {"trt_fp16_enable": True},
         "device": "NVIDIA H200#0",
+        "library": "10.3.0",
     }
     parts.update(changes)
     return engine_cache.key(**parts)
@@ -58,8 +60,27 @@ def test_engine_cache_key_changes_with_everything_an_engine_depends_on():
         key(options={"trt_fp16_enable": True, "trt_int8_enable": True}),
         key(device="NVIDIA H200#1"),
         key(device="NVIDIA H100 80GB HBM3#0"),
+        key(library="10.4.0"),  # a TensorRT upgrade: its engines are not the old ones
     ]
     assert len({base, *others}) == len(others) + 1
+
+
+def test_tensorrt_version_as_the_module_or_the_library_says_it():
+    assert engine_cache.tensorrt_version("10.3.0\n") == "10.3.0"
+    assert engine_cache.tensorrt_version("100300\n") == "10.3.0"
+    assert engine_cache.tensorrt_version("101401") == "10.14.1"
+    assert engine_cache.tensorrt_version("8601") == "8.6.1"  # before TensorRT 9: major * 1000
+    assert engine_cache.tensorrt_version("8502") == "8.5.2"
+    assert engine_cache.tensorrt_version("") == ""
+
+
+def test_tensorrt_version_read_from_the_tensorrt_module(tmp_path, monkeypatch):
+    package = tmp_path / "tensorrt"
+    package.mkdir()
+    (package / "__init__.py").write_text('__version__ = "10.3.0"\n')
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert engine_cache.library_version("tensorrt") == "10.3.0"
+    assert engine_cache.library_version("coreml") == ""  # CoreML is the OS's: no library
 
 
 def test_engine_cache_key_leaves_out_where_the_cache_is():
@@ -113,7 +134,8 @@ def test_coreml_cache_only_where_onnxruntime_has_the_option(tmp_path):
     assert old.options("coreml", {"MLComputeUnits": "ALL"}, "1.19.2") == {"MLComputeUnits": "ALL"}
 
 
-def test_provider_chain_takes_the_gpu_and_options_as_onnxruntime_reads_them():
+def test_provider_chain_takes_the_gpu_and_options_as_onnxruntime_reads_them(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # every GPU: CUDA's 3 is GPU 3
     chain = providers.ort_chain(
         "TensorrtExecutionProvider",
         settings(provider="tensorrt", gpu=3, provider_options={"trt_fp16_enable": True}),
@@ -153,6 +175,22 @@ def test_cpu_run_passes_its_options_and_has_no_gpu_fields(tmp_path, gpus):
     assert result["tags"]["provider"] == "cpu"
     assert not GPU_FIELDS & set(fields), GPU_FIELDS & set(fields)
     assert not (tmp_path / "engine-cache").exists()  # nothing to build on the CPU
+
+
+def test_a_gpu_that_cuda_visible_devices_hides_is_the_case_s_error(tmp_path, gpus):
+    case = make_case(
+        "cnn", ZOO / "digits_cnn.onnx", settings=settings(provider="cuda", gpu=gpus[0])
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
+    events = serve(tmp_path, [case], env=env)
+    (error,) = of(events, "case_error")
+    assert error["kind"] == "error"
+    assert error["message"] == (
+        f"fleet_gpu {gpus[0]} is not a GPU CUDA sees: CUDA_VISIBLE_DEVICES=0,1 (nvidia-smi's"
+        f" GPU 0, 1); set fleet_gpu to one of those, or add GPU {gpus[0]} to"
+        " CUDA_VISIBLE_DEVICES in the device's environment"
+    )
+    assert events[-1]["event"] == "done"
 
 
 def test_cpu_run_without_options_records_none(tmp_path):

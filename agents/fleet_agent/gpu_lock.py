@@ -18,6 +18,8 @@ LOCK_DIR = "/tmp"  # noqa: S108 - shared by every user of the host, by design
 
 
 def lock_path(gpu: int) -> str:
+    """``gpu``: nvidia-smi's index (fleet_gpu), never a CUDA ordinal, which
+    CUDA_VISIBLE_DEVICES changes from one agent to the next (gpu_index.py)."""
     return os.path.join(LOCK_DIR, "fleet-gpu{}.lock".format(gpu))
 
 

@@ -62,8 +62,9 @@ class Settings(TypedDict):
     # Runtime provider options: CUDA device_id, TensorRT trt_fp16_enable, CoreML
     # MLComputeUnits, ...; LiteRT: the delegate's options). Empty: the runtime's defaults.
     provider_options: Dict[str, OptionValue]
-    # The GPU index on the host (inventory host var fleet_gpu), None when unset: CUDA and
-    # TensorRT's device_id unless provider_options names one, and the per-GPU lock's index.
+    # The GPU as nvidia-smi numbers it (inventory host var fleet_gpu), None when unset: the
+    # per-GPU lock's index, and CUDA and TensorRT's GPU unless provider_options names a
+    # device_id (gpu_index.py turns it into CUDA's ordinal under CUDA_VISIBLE_DEVICES).
     gpu: Optional[int]
     # The limit for the first load (a TensorRT engine build, a CoreML compilation), apart
     # from timeout_s, which a repetition after it gets.

@@ -10,10 +10,11 @@ entries (``SessionOptions.add_session_config_entry``: the CPU provider's own kno
 import json
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from fleet_agent import gpu_index
 from fleet_agent.protocol import OptionValue, Settings
 
-# The providers that take a CUDA device; ``settings["gpu"]`` is their device_id unless the
-# options name one.
+# The providers that take a CUDA device; the case's GPU (``settings["gpu"]``, in CUDA's
+# numbering: gpu_index.py) is their device_id unless the options name one.
 DEVICE_ID_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 # TensorRT and CUDA hand what they cannot run to the next provider, CPU last.
 ORT_FALLBACKS = {
@@ -50,12 +51,11 @@ def session_entries(settings: Settings) -> Dict[str, str]:
 
 def ort_chain(wanted: str, settings: Settings) -> List[ProviderEntry]:
     """The ``providers`` list for onnxruntime: the one asked for with its options (and the
-    case's GPU as its device), then its fallbacks, CPU last. A fallback CUDA gets the same
-    GPU, so that a TensorRT case that falls back stays on its GPU."""
+    case's GPU as its device: fleet_gpu as CUDA numbers it), then its fallbacks, CPU last. A
+    fallback CUDA gets the same GPU, so that a TensorRT case that falls back stays on its GPU."""
     options = provider_options(settings)
-    gpu = settings["gpu"]
-    if wanted in DEVICE_ID_PROVIDERS and gpu is not None:
-        options.setdefault("device_id", str(gpu))
+    if wanted in DEVICE_ID_PROVIDERS and settings["gpu"] is not None and "device_id" not in options:
+        options["device_id"] = str(gpu_index.of_case(settings).ordinal)
     chain: List[ProviderEntry] = [(wanted, options)]
     for name in ORT_FALLBACKS.get(wanted, ()):
         if name in DEVICE_ID_PROVIDERS and "device_id" in options:

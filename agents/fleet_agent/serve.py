@@ -110,7 +110,8 @@ def serve(inp: IO[str], out: IO[str]) -> int:
 
 
 def _gpus(job: Job) -> List[int]:
-    """The GPUs of this host the job's cases run on (inventory fleet_gpu)."""
+    """The GPUs of this host the job's cases run on (inventory fleet_gpu: nvidia-smi's index,
+    whatever CUDA_VISIBLE_DEVICES says, so that every agent locks a GPU by the same number)."""
     return [c["settings"]["gpu"] for c in job["cases"] if c["settings"]["gpu"] is not None]
 
 

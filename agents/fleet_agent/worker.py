@@ -35,6 +35,7 @@ from fleet_agent import (
     accuracy,
     engine_cache,
     generate,
+    gpu_index,
     gpu_sampling,
     iobinding,
     measure,
@@ -62,7 +63,8 @@ def work(inp: IO[str], out: IO[str]) -> int:
     job: Repetition = json.loads(inp.read())
     _end_with_parent()
     # CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi, NVML and the
-    # inventory's fleet_gpu number them by PCI bus. Set before the runtime loads CUDA.
+    # inventory's fleet_gpu number them by PCI bus, and so do the numbers in
+    # CUDA_VISIBLE_DEVICES with this (gpu_index.py). Set before the runtime loads CUDA.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     case = job["case"]
     kind: ErrorKind = "error"
@@ -76,6 +78,8 @@ def work(inp: IO[str], out: IO[str]) -> int:
         )
     except runtimes.RuntimeMissing as exc:
         kind, message = "skipped", str(exc)
+    except gpu_index.NotVisible as exc:  # the device's setup, not a bug: no traceback
+        message = str(exc)
     except runtimes.InvalidModel as exc:
         kind, message = "invalid_model", str(exc)
     except MemoryError:
@@ -109,20 +113,20 @@ def _end_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def gpu_index(settings: Settings) -> int:
-    """The GPU a CUDA or TensorRT case runs on: its device_id option, else the device's
-    GPU (``fleet_gpu``), else the first."""
-    device_id = settings["provider_options"].get("device_id")
-    if device_id is not None:
-        return int(device_id)
-    return settings["gpu"] if settings["gpu"] is not None else 0
+def engine_device(gpu: Optional[gpu_index.Gpu]) -> str:
+    """The device in an engine's cache key: the GPU's name and nvidia-smi index where the
+    case runs on one, else the machine."""
+    if gpu is None or gpu.physical is None:
+        return platform.machine()
+    return "{}#{}".format(gpu_sampling.gpu_name(gpu.physical) or platform.machine(), gpu.physical)
 
 
 class Watches:
     """The GPU and Jetson watches of a repetition (none on most devices), told each phase."""
 
-    def __init__(self, on_gpu: bool, index: int) -> None:
-        self.gpu = gpu_sampling.start(index) if on_gpu else None
+    def __init__(self, index: Optional[int]) -> None:
+        """``index``: nvidia-smi's, of the case's GPU; None: no GPU watch."""
+        self.gpu = gpu_sampling.start(index) if index is not None else None
         self.tegra = tegrastats.start()
 
     def phase(self, name: str) -> None:
@@ -158,18 +162,25 @@ def repetition(
     arrays: Optional[List[np.ndarray]] = None
     if spec is not None:
         arrays = list(runtimes.feed_for(spec, batch, settings["seed"]).values())
-    on_gpu = provider in iobinding.GPU_PROVIDERS
-    index_gpu = gpu_index(settings)
+    # In CUDA's numbering and nvidia-smi's; a GPU that CUDA_VISIBLE_DEVICES hides is the
+    # case's error here, before the load.
+    gpu = gpu_index.of_case(settings) if provider in iobinding.GPU_PROVIDERS else None
     cache: Optional[engine_cache.EngineCache] = None
     if provider in engine_cache.ENGINE_PROVIDERS:
-        device = "{}#{}".format(gpu_sampling.gpu_name(index_gpu) or platform.machine(), index_gpu)
-        options = settings["provider_options"]
-        key = engine_cache.key(case["sha256"], case["runtime"], version, provider, options, device)
+        key = engine_cache.key(
+            case["sha256"],
+            case["runtime"],
+            version,
+            provider,
+            settings["provider_options"],
+            engine_device(gpu),
+            engine_cache.library_version(provider),
+        )
         cache = engine_cache.EngineCache(cache_root, key)
         options = cache.options(provider, settings["provider_options"], version)
         settings = cast(Settings, dict(settings, provider_options=options))
         cache.prepare()
-    watches = Watches(on_gpu, index_gpu)
+    watches = Watches(gpu.physical if gpu is not None else None)
     try:
         session, body = _measure(case, settings, arrays, (stage, loaded), watches, cache)
     finally:
