@@ -85,7 +85,7 @@ measure:
   threads: 1
   batch: 1
 %(lenient)s
-regressions: {}    # the defaults: latency 5 %%, memory 10 %%, accuracy 0.5 pp, history 5, gated
+regressions: {%(confirm)s}  # defaults: latency 5 %%, memory 10 %%, accuracy 0.5 pp, history 5
 models:
   - {name: slower, path: %(slower)s}
   - {name: faster, path: %(faster)s}
@@ -159,6 +159,7 @@ def run_nights(args: argparse.Namespace) -> None:
                     "zoo": ROOT / "zoo",
                     "lenient": LENIENT if args.lenient else "",
                     "seconds": args.seconds,
+                    "confirm": f"confirm: {args.confirm}" if args.confirm else "",
                 }
             )
             started = time.monotonic()
@@ -169,7 +170,11 @@ def run_nights(args: argparse.Namespace) -> None:
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             seconds = time.monotonic() - started
-            judged = [line for line in done.stderr.splitlines() if "regression" in line]
+            judged = [
+                line
+                for line in done.stderr.splitlines()
+                if "regression" in line or line.startswith(("cleared", "confirming"))
+            ]
             print(f"night {night:2d}: exit {done.returncode} in {seconds:.0f} s", flush=True)
             for line in judged if done.returncode < 2 else done.stderr.splitlines()[-3:]:
                 print(f"    {line}", flush=True)
@@ -192,20 +197,30 @@ def dedicate(devices: list[Any], priority: int) -> None:
 def analyse(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out if args.replay is None else args.replay
     store = Store(out / "results.sqlite")
-    runs = [r.run_id for r in store.runs() if r.suite == "nightly"]
+    runs, confirmations = nightly_runs(store)
     night_of = {run_id: i + 1 for i, run_id in enumerate(runs)}
     change = args.change
-    flags: dict[tuple[str, str], list[tuple[int, str, str]]] = defaultdict(list)
+    flagged = defaultdict(set)  # run: {(device, model, metric)} its check flagged
     for r in store.records(measurement="regression"):
-        key = (r.tags["device"], r.tags["model"])
-        flags[key].append(
-            (night_of[r.run_id], r.tags["metric"], str(r.fields["direction"]))
-        )  # fmt: skip
+        flagged[r.run_id].add((r.tags["device"], r.tags["model"], r.tags["metric"]))
+    flags: dict[tuple[str, str], list[tuple[int, str, str]]] = defaultdict(list)
+    cleared = []
+    for r in store.records(measurement="regression"):
+        if r.run_id not in night_of:
+            continue  # a confirmation's own record: its night's says it
+        found = (r.tags["device"], r.tags["model"], r.tags["metric"])
+        night = night_of[r.run_id]
+        if all(found in flagged[again] for again in confirmations[r.run_id]):
+            flags[found[:2]].append((night, found[2], str(r.fields["direction"])))
+        else:  # a rerun at once measured it within the baseline: not confirmed
+            cleared.append(
+                f"{found[0]}/{found[1]} night {night}: {found[2]} {r.fields['direction']}"
+            )
     # {"lab1/slower": {"latency_ms_p50": [(night, value), ...], ...}}: valid results only
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     valid = invalid = 0
     for r in store.records(measurement="result"):
-        if r.tags.get("suite") != "nightly":
+        if r.tags.get("suite") != "nightly" or r.run_id not in night_of:
             continue
         if not is_valid(r):
             invalid += 1
@@ -248,6 +263,9 @@ def analyse(args: argparse.Namespace) -> dict[str, Any]:
     print("\nfleet false alarms (any series, any metric, any night):", len(false_alarms))
     for line in false_alarms:
         print("   ", line)
+    print("fleet flags not confirmed by a rerun (regressions.confirm):", len(cleared))
+    for line in cleared:
+        print("   ", line)
     otava_alarms = {}
     for label in OTAVA_LABELS:
         otava_alarms[label] = otava_false(otava, label, change)
@@ -257,6 +275,7 @@ def analyse(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         "rows": rows,
         "fleet_false_alarms": false_alarms,
+        "fleet_not_confirmed": cleared,
         "otava_false_alarms": otava_alarms,
         "valid": valid,
     }
@@ -274,11 +293,22 @@ def verdicts(out: Path) -> dict[str, int]:
         store = Store(copy)
         states = Counter(
             v.state
-            for run in store.runs()
-            if run.suite == "nightly"
-            for v in check_run(store, run.run_id, Regressions(), gate=True).verdicts
+            for run_id in nightly_runs(store)[0]
+            for v in check_run(store, run_id, Regressions(), gate=True).verdicts
         )
     return dict(sorted(states.items()))
+
+
+def nightly_runs(store: Store) -> tuple[list[str], dict[str, list[str]]]:
+    """The nights' runs in order, and for each the runs that confirmed its regressions
+    (reruns of it, `regressions.confirm`)."""
+    runs = [r.run_id for r in store.runs() if r.suite == "nightly"]
+    rerun_of = {run_id: (store.run_spec(run_id) or {}).get("rerun_of") for run_id in runs}
+    confirmations: dict[str, list[str]] = defaultdict(list)
+    for run_id, first in rerun_of.items():
+        if first:
+            confirmations[first].append(run_id)
+    return [run_id for run_id in runs if not rerun_of[run_id]], confirmations
 
 
 def run_otava(
@@ -357,6 +387,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=False, help="folder for the lab and the store")
     parser.add_argument("--replay", type=Path, help="analyse the runs in this folder again")
     parser.add_argument("--lenient", action="store_true", help="relax the validity limits")
+    parser.add_argument(
+        "--confirm", type=int, default=0,
+        help="regressions.confirm: measure a night's flagged cases again that many times",
+    )  # fmt: skip
     parser.add_argument(
         "--realtime", type=int, default=10, metavar="PRIORITY",
         help="real-time priority of the devices on their cores (0: share them like any process)",

@@ -11,8 +11,8 @@ artifact has the model_sha256 that run recorded and every case the same settings
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,14 @@ from fleet.agent_build import build_agent
 from fleet.artifacts.cache import sha256_file
 from fleet.errors import ConfigError
 from fleet.inventory import load_inventory
+from fleet.outcome import RunOutcome
 from fleet.plan import Case, DevicePlan, Plan, make_plan
 from fleet.records import DeviceContext, tags
+from fleet.regressions.check import Check, check_run
 from fleet.results.record import Record, tag
 from fleet.results.store import RunInfo, Store
 from fleet.runner import Progress, prepare_artifacts
-from fleet.suite import Suite, load_suite
+from fleet.suite import Regressions, Suite, load_suite
 
 # A result's identity in its run: (device, model, variant as converted, shape). A result
 # stored before results had a `variant` tag reads as format:precision (fleet.results.record.tag).
@@ -125,11 +127,13 @@ def plan_rerun(
     *,
     inventory: Path | None = None,
     devices: str | None = None,
+    only: Collection[Identity] | None = None,
     progress: Progress = _quiet,
 ) -> Rerun:
     """The plan that runs the cases of `run_id` (a unique prefix will do) again, on its devices
-    (those of them `devices` selects, if given), from the same suite, artifacts and agent.
-    Converts what the plan needs (the cache has it) to check the artifacts' sha256."""
+    (those of them `devices` selects, if given; of its results, those `only` names), from the
+    same suite, artifacts and agent. Converts what the plan needs (the cache has it) to check
+    the artifacts' sha256."""
     run = store.find_run(run_id)
     raw = store.run_spec(run.run_id)
     if raw is None:
@@ -174,7 +178,8 @@ def plan_rerun(
     results = store.records(run.run_id, "result")
     before: dict[Identity, list[Record]] = {}
     for record in results:
-        before.setdefault(_identity(record.tags), []).append(record)
+        if only is None or _identity(record.tags) in only:
+            before.setdefault(_identity(record.tags), []).append(record)
     plan = _only(make_plan(suite, [inv.devices[name] for name in names]), before)
     if not any(dp.cases for dp in plan.devices):
         raise ConfigError(f"run {run.run_id} has no results on {', '.join(names)} to rerun")
@@ -201,6 +206,43 @@ def plan_rerun(
         rerun_of=run.run_id,
     )
     return Rerun(run, spec, plan)
+
+
+def confirm(
+    store: Store, check: Check, rules: Regressions, run: Callable[[Rerun], RunOutcome]
+) -> Check:
+    """Measure the cases of the check's regressions again, `rules.confirm` times at most (each
+    a rerun, stored as one, that `run` runs): a regression stays only while every rerun shows
+    it again; the others are reported `cleared`, naming the rerun that did not. A slowdown of
+    the model is there each time; a host that was slow for a while is not."""
+    for _ in range(rules.confirm):
+        flagged = {_identity(v.tags) for v in check.regressions}
+        if not flagged:
+            break
+        again = plan_rerun(store, check.run_id, only=flagged)
+        outcome = run(again)
+        store.set_run_spec(outcome.run_id, again.spec.to_json())
+        check = settle(check, check_run(store, outcome.run_id, rules, gate=check.gate))
+    return check
+
+
+def settle(check: Check, rerun: Check) -> Check:
+    """The check with each regression that the rerun's check judged within the baseline made
+    `cleared`. A rerun that failed, or was too noisy to judge, confirms nothing either way:
+    the regression stands."""
+    within = {(v.series, v.metric) for v in rerun.verdicts if v.state in ("ok", "improvement")}
+    verdicts = [
+        replace(
+            v,
+            state="cleared",
+            note=f"{v.metric} {v.change_pct:+.1f}% not confirmed: rerun {rerun.run_id} measured"
+            " it within the baseline",
+        )
+        if v.state == "regression" and (v.series, v.metric) in within
+        else v
+        for v in check.verdicts
+    ]
+    return replace(check, verdicts=verdicts)
 
 
 def _same_file(path: Path, sha256: str, run_id: str, what: str) -> None:

@@ -27,6 +27,7 @@ from fleet.regressions.check import check_run, gating
 from fleet.regressions.judge import Verdict, judge, t_quantile
 from fleet.regressions.series import METRICS, Point
 from fleet.regressions.stored import open_regressions, parse_since
+from fleet.rerun import settle
 from fleet.results.export import to_junit
 from fleet.results.record import make_record
 from fleet.results.store import Store
@@ -224,10 +225,10 @@ def test_regressions_in_the_suite(tmp_path: Path) -> None:
     assert declared == Regressions()
     text = (
         "regressions:\n  latency_pct: 3\n  memory_pct: 20\n  accuracy_pp: 1\n  history: 12\n"
-        "  gate: false\n  metrics: [latency_ms_p50, ttft_ms]\n"
+        "  gate: false\n  metrics: [latency_ms_p50, ttft_ms]\n  confirm: 2\n"
     )
     rules = load_suite(write_suite(tmp_path, text)).regressions
-    assert rules == Regressions(3.0, 20.0, 1.0, 12, 12, False, ("latency_ms_p50", "ttft_ms"))
+    assert rules == Regressions(3.0, 20.0, 1.0, 12, 12, False, ("latency_ms_p50", "ttft_ms"), 2)
     assert gating(None, None) is False  # no `regressions:`: checked, but never gating
     assert gating(Regressions(), None) is True
     assert gating(rules, None) is False
@@ -250,6 +251,10 @@ def test_regressions_in_the_suite(tmp_path: Path) -> None:
         ("regressions: {history: 1}\n", r"suite.yaml:4: regressions.history must be a whole"),
         ("regressions: {latency_pct: -5}\n", r"suite.yaml:4: regressions.latency_pct must be"),
         ("regressions: {gate: 'yes'}\n", r"suite.yaml:4: regressions.gate must be true or"),
+        (
+            "regressions: {confirm: 9}\n",
+            r"suite.yaml:4: regressions.confirm must be a whole number from 0 to 5, not 9",
+        ),
         ("regressions: {metrics: []}\n", r"suite.yaml:4: regressions.metrics must be a non-"),
         (
             "regressions: {history: 8, window: 6}\n",
@@ -494,6 +499,39 @@ def test_repetitions_that_disagree_widen_the_uncertainty_of_the_tail_and_through
         run_id = store_night(store, 9, {"m": 1.0}, **changed)
         states += [v.state for v in check_run(store, run_id, rules, gate=True).verdicts]
     assert states == ["regression", "ok"]
+
+
+def test_a_rerun_within_the_baseline_clears_a_regression_one_that_cannot_judge_does_not(
+    store: Store,
+) -> None:
+    """`settle`: the check of a run against the check of its rerun (regressions.confirm)."""
+    flat_nights(store, 8, m=1.0, n=1.0)
+    p50 = Regressions(metrics=("latency_ms_p50",))
+    night = check_run(store, store_night(store, 9, {"m": 1.3, "n": 1.3}), p50, gate=True)
+    assert [v.state for v in night.verdicts] == ["regression", "regression"]
+    # The rerun: m back within the baseline; n too noisy to say anything.
+    rerun_id = store_night(store, 10, {"m": 1.0})
+    store_night(store, 10, {"n": 1.3}, valid=False, invalid_reasons="too noisy")
+    rerun = check_run(store, rerun_id, p50, gate=True)
+    settled = settle(night, rerun)
+    assert [(v.series.split()[0], v.state) for v in settled.verdicts] == [
+        ("m", "cleared"),
+        ("n", "regression"),
+    ]
+    assert settled.exit_code(0) == 1  # n stands
+    lines = settled.lines()
+    (cleared,) = [line for line in lines if line.startswith("cleared: ")]
+    assert re.fullmatch(
+        rf"cleared: m onnx:fp32 .* on lab1: latency_ms_p50 \+\d+\.\d% not confirmed: rerun"
+        rf" {rerun_id} measured it within the baseline",
+        cleared,
+    )
+    assert lines[-1].endswith(
+        "1 regression(s), 0 improvement(s) in 2 series judged, 1 not"
+        " confirmed by a rerun (gate on: the run fails)"
+    )
+    both = settle(settled, check_run(store, store_night(store, 11, {"n": 1.0}), p50, gate=True))
+    assert both.regressions == [] and both.exit_code(0) == 0
 
 
 def test_open_regressions_until_a_later_valid_result_clears_them(store: Store) -> None:

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from fleet.cli import main
 from fleet.errors import ConfigError
 from fleet.rerun import plan_rerun
+from fleet.results.record import make_record
 from fleet.results.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,3 +212,62 @@ def test_a_run_that_kept_no_spec_is_refused(tmp_path: Path) -> None:
     store.finish_run("20260101T000000Z-000000", 130)  # stopped: the CLI never kept its spec
     with pytest.raises(ConfigError, match=r"cannot be rerun: the store does not say what it ran"):
         plan_rerun(store, "20260101")
+
+
+def test_a_regression_is_measured_again_before_it_fails_the_run(first: First) -> None:
+    """`regressions: {confirm: 1}`: a run whose check flags a series measures that series'
+    case again (only that one, as a rerun of the run) and fails only when the rerun shows the
+    regression too. Here the history says the MLP ran three times faster than this machine
+    runs it: the rerun confirms it."""
+    folder = first.folder / "confirm"
+    folder.mkdir()
+    suite = folder / "gated.yaml"
+    # Validity limits lifted: a busy machine must not leave the case unjudged.
+    suite.write_text(
+        "name: gated\n"
+        "measure: {min_iterations: 20, max_seconds: 1, repetitions: 1, warmup_iterations: 2,\n"
+        "          cv_max: 1000, drift_max: 1000, cpu_wait_max: 1000}\n"
+        "models:\n"
+        "  - {name: mlp, path: ../digits_mlp.onnx, variants: [onnx:fp32]}\n"
+        "  - {name: cnn, path: ../digits_cnn.onnx}\n"
+        "regressions: {confirm: 1, metrics: [latency_ms_p50]}\n"
+    )
+    store_path = folder / "results.sqlite"
+    gated = First(first.folder, suite, store_path, "")
+    assert gated.fleet("run", str(suite)).exit_code == 0  # no history yet: nothing judged
+    store = Store(store_path)
+    (measured,) = [
+        r
+        for r in store.records(None, "result")
+        if r.tags["model"] == "mlp" and r.tags["variant"] == "onnx:fp32"
+    ]
+    p50 = float(measured.fields["latency_ms_p50"])
+    for night in range(6):  # an earlier, faster history of the same series
+        fields = {
+            **measured.fields,
+            "run_id": f"night-{night}",
+            "latency_ms_p50": p50 / 3 * (1 + 0.01 * (night % 3)),
+        }
+        store.add(
+            make_record("result", measured.tags, fields, measured.time_ns - (night + 1) * 10**9)
+        )
+    store.close()
+
+    result = gated.fleet("run", str(suite))
+    assert result.exit_code == 1, result.output
+    runs = [run.run_id for run in Store(store_path).runs()]
+    assert len(runs) == 3  # the first, the gated run, its confirmation
+    run_id, confirmation = runs[1], runs[2]
+    assert (
+        f"confirming: 1 case(s) with a regression of run {run_id} measured again" in result.stderr
+    )
+    store = Store(store_path)
+    assert [
+        (r.tags["model"], r.tags["variant"]) for r in store.records(confirmation, "result")
+    ] == [("mlp", "onnx:fp32")]
+    spec = store.run_spec(confirmation)
+    assert spec is not None and spec["rerun_of"] == run_id
+    flagged = {(r.run_id, r.tags["metric"]) for r in store.records(None, "regression")}
+    assert flagged == {(run_id, "latency_ms_p50"), (confirmation, "latency_ms_p50")}
+    assert "regression: mlp onnx:fp32" in result.stderr
+    assert "not confirmed" not in result.stderr

@@ -11,14 +11,16 @@ import click
 
 from fleet.cli import output
 from fleet.cli.options import announce_push
+from fleet.errors import ConfigError
 from fleet.results.compare import no_results, run_document
 from fleet.results.tables import results_table
 
 if TYPE_CHECKING:
+    from fleet.regressions.check import Check
     from fleet.results.store import Store
     from fleet.results.stream import Stream
     from fleet.runner import RunOutcome
-    from fleet.suite import Suite
+    from fleet.suite import Regressions, Suite
 
 
 def finish(
@@ -38,6 +40,8 @@ def finish(
 
         rules, gated = suite.regressions, gating(suite.regressions, gate)
         check = check_run(store, outcome.run_id, rules, gate=gated)
+        if check.regressions and rules is not None and rules.confirm and not rerun_of:
+            check = _confirmed(store, check, rules)
         exit_code, judged = check.exit_code(exit_code), check.lines()
         if exit_code != outcome.exit_code:  # the gate failed the run: the store says so
             store.finish_run(outcome.run_id, exit_code)
@@ -66,3 +70,22 @@ def finish(
         for line in problems:
             output.error(line)
     sys.exit(exit_code)
+
+
+def _confirmed(store: Store, check: Check, rules: Regressions) -> Check:
+    """The check once its regressions' cases were measured again (`regressions.confirm`)."""
+    from fleet.cli.live_view import watching
+    from fleet.rerun import Rerun, confirm
+    from fleet.runner import run_suite
+
+    def again(rerun: Rerun) -> RunOutcome:
+        cases = f"{rerun.cases} case(s) with a regression"
+        output.say(f"confirming: {cases} of run {check.run_id} measured again")
+        with watching(rerun.plan) as progress:
+            return run_suite(rerun.plan, store, parallel=rerun.spec.parallel, progress=progress)
+
+    try:
+        return confirm(store, check, rules, again)
+    except ConfigError as exc:  # the suite or agent changed since: the first check stands
+        output.error(f"regressions not confirmed: {exc}")
+        return check

@@ -42,6 +42,7 @@ class Check:
     def lines(self) -> list[str]:
         """For the terminal: each regression and improvement, the notes, one summary."""
         lines = [f"{v.state}: {v.message()}" for v in self.verdicts if v.flagged]
+        lines += [f"cleared: {v.message()}" for v in self.verdicts if v.state == "cleared"]
         notes: dict[str, list[str]] = {}
         for v in self.verdicts:
             if v.state == "history":
@@ -59,9 +60,11 @@ class Check:
             else:
                 lines.append(f"{len(series)} series: {note}")
         judged = {v.series for v in self.verdicts if v.state not in ("history", "noisy")}
+        cleared = sum(v.state == "cleared" for v in self.verdicts)
         summary = (
             f"regression check: {len(self.regressions)} regression(s),"
             f" {len(self.improvements)} improvement(s) in {len(judged)} series judged"
+            + (f", {cleared} not confirmed by a rerun" if cleared else "")
         )
         if self.regressions:
             summary += " (gate on: the run fails)" if self.gate else " (gate off)"

@@ -58,7 +58,8 @@ class Verdict:
     `noisy` and `history`, with metric "")."""
 
     metric: str
-    state: str  # regression, improvement, ok, history (not enough), noisy
+    state: str  # regression, improvement, ok, history (not enough), noisy; cleared: a
+    # regression that a rerun did not show again (fleet.rerun.confirm)
     value: float | None = None
     baseline: Baseline | None = None
     change_pct: float = 0.0

@@ -124,6 +124,7 @@ REGRESSION_LIMITS: dict[str, tuple[float, float, bool]] = {
     "accuracy_pp": (0, 100, False),
     "history": (2, 1000, True),
     "window": (2, 1000, True),
+    "confirm": (0, 5, True),
 }
 _REGRESSION_KEYS = {*REGRESSION_LIMITS, "gate", "metrics"}
 
@@ -140,6 +141,10 @@ class Regressions:
     window: int = 10  # the most recent valid results that form the baseline
     gate: bool = True  # a regression fails the run (exit 1)
     metrics: tuple[str, ...] = tuple(REGRESSION_METRICS)
+    # Times a run measures the cases of its regressions again before one counts: a
+    # regression that a rerun moments later does not show again (a host slow for a while,
+    # not the model) is reported as not confirmed. 0: the first check decides.
+    confirm: int = 0
 
 
 def regressions(path: Path, node: dict[str, Any]) -> Regressions:
