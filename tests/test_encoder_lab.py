@@ -39,6 +39,9 @@ def built_suite(tmp_path: Path, name: str = "encoder", model: str = "minilm") ->
     return path
 
 
+# The heaviest end-to-end test: six ONNX precisions at two lengths and four LiteRT variants
+# of a 90 MB transformer, each loaded and judged on the device; 15 min with both cores busy.
+@pytest.mark.timeout(1800)
 def test_encoder_suite_on_the_lab(lab: Path, tmp_path: Path, fleet_home: Path) -> None:
     store_path = tmp_path / "results.sqlite"
     args = ["run", str(built_suite(tmp_path)), "--inventory", str(lab / "inventory.yaml")]
