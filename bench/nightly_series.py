@@ -200,22 +200,32 @@ def analyse(args: argparse.Namespace) -> dict[str, Any]:
     runs, confirmations = nightly_runs(store)
     night_of = {run_id: i + 1 for i, run_id in enumerate(runs)}
     change = args.change
-    flagged = defaultdict(set)  # run: {(device, model, metric)} its check flagged
+    flagged = defaultdict(set)  # run: {(device, model, metric, direction)} its check flagged
     for r in store.records(measurement="regression"):
-        flagged[r.run_id].add((r.tags["device"], r.tags["model"], r.tags["metric"]))
+        key = (r.tags["device"], r.tags["model"], r.tags["metric"], str(r.fields["direction"]))
+        flagged[r.run_id].add(key)
+    measured = {  # rerun: {(device, model)} it measured again
+        again: {
+            (r.tags["device"], r.tags["model"])
+            for r in store.records(again, "result")
+            if is_valid(r)
+        }
+        for reruns in confirmations.values()
+        for again in reruns
+    }
     flags: dict[tuple[str, str], list[tuple[int, str, str]]] = defaultdict(list)
     cleared = []
-    for r in store.records(measurement="regression"):
-        if r.run_id not in night_of:
-            continue  # a confirmation's own record: its night's says it
-        found = (r.tags["device"], r.tags["model"], r.tags["metric"])
-        night = night_of[r.run_id]
-        if all(found in flagged[again] for again in confirmations[r.run_id]):
-            flags[found[:2]].append((night, found[2], str(r.fields["direction"])))
-        else:  # a rerun at once measured it within the baseline: not confirmed
-            cleared.append(
-                f"{found[0]}/{found[1]} night {night}: {found[2]} {r.fields['direction']}"
-            )
+    for run_id, night in night_of.items():
+        for found in sorted(flagged[run_id]):
+            # fleet's own rule (fleet.rerun.settle): a flag stands unless a rerun measured
+            # its case and did not flag it the same way.
+            if all(
+                found in flagged[again] or found[:2] not in measured[again]
+                for again in confirmations[run_id]
+            ):
+                flags[found[:2]].append((night, found[2], found[3]))
+            else:
+                cleared.append(f"{found[0]}/{found[1]} night {night}: {found[2]} {found[3]}")
     # {"lab1/slower": {"latency_ms_p50": [(night, value), ...], ...}}: valid results only
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     valid = invalid = 0

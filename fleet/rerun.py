@@ -211,12 +211,13 @@ def plan_rerun(
 def confirm(
     store: Store, check: Check, rules: Regressions, run: Callable[[Rerun], RunOutcome]
 ) -> Check:
-    """Measure the cases of the check's regressions again, `rules.confirm` times at most (each
-    a rerun, stored as one, that `run` runs): a regression stays only while every rerun shows
-    it again; the others are reported `cleared`, naming the rerun that did not. A slowdown of
-    the model is there each time; a host that was slow for a while is not."""
+    """Measure the cases of the check's regressions and improvements again, `rules.confirm`
+    times at most (each a rerun, stored as one, that `run` runs): a flagged change stays only
+    while every rerun shows it again; the others are reported `cleared`, naming the rerun that
+    did not. A change of the model is there each time; a host that was slow (or idle) for a
+    while is not."""
     for _ in range(rules.confirm):
-        flagged = {_identity(v.tags) for v in check.regressions}
+        flagged = {_identity(v.tags) for v in check.verdicts if v.flagged}
         if not flagged:
             break
         again = plan_rerun(store, check.run_id, only=flagged)
@@ -227,21 +228,26 @@ def confirm(
 
 
 def settle(check: Check, rerun: Check) -> Check:
-    """The check with each regression that the rerun's check judged within the baseline made
-    `cleared`. A rerun that failed, or was too noisy to judge, confirms nothing either way:
-    the regression stands."""
-    within = {(v.series, v.metric) for v in rerun.verdicts if v.state in ("ok", "improvement")}
-    verdicts = [
-        replace(
-            v,
-            state="cleared",
-            note=f"{v.metric} {v.change_pct:+.1f}% not confirmed: rerun {rerun.run_id} measured"
-            " it within the baseline",
-        )
-        if v.state == "regression" and (v.series, v.metric) in within
-        else v
-        for v in check.verdicts
-    ]
+    """The check with each regression and improvement that the rerun's check judged otherwise
+    (within the baseline, or the other way) made `cleared`. A rerun that failed, or was too
+    noisy to judge, confirms nothing either way: the change stands."""
+    judged = {
+        (v.series, v.metric): v.state
+        for v in rerun.verdicts
+        if v.state in ("ok", "regression", "improvement")
+    }
+    measured = {
+        "ok": "within the baseline",
+        "regression": "as a regression",
+        "improvement": "as an improvement",
+    }
+    verdicts = []
+    for v in check.verdicts:
+        again = judged.get((v.series, v.metric), v.state)
+        if v.flagged and again != v.state:
+            note = f"{v.metric} {v.state} {v.change_pct:+.1f}% not confirmed: rerun {rerun.run_id}"
+            v = replace(v, state="cleared", note=f"{note} measured it {measured[again]}")
+        verdicts.append(v)
     return replace(check, verdicts=verdicts)
 
 

@@ -522,8 +522,8 @@ def test_a_rerun_within_the_baseline_clears_a_regression_one_that_cannot_judge_d
     lines = settled.lines()
     (cleared,) = [line for line in lines if line.startswith("cleared: ")]
     assert re.fullmatch(
-        rf"cleared: m onnx:fp32 .* on lab1: latency_ms_p50 \+\d+\.\d% not confirmed: rerun"
-        rf" {rerun_id} measured it within the baseline",
+        rf"cleared: m onnx:fp32 .* on lab1: latency_ms_p50 regression \+\d+\.\d% not confirmed:"
+        rf" rerun {rerun_id} measured it within the baseline",
         cleared,
     )
     assert lines[-1].endswith(
@@ -532,6 +532,31 @@ def test_a_rerun_within_the_baseline_clears_a_regression_one_that_cannot_judge_d
     )
     both = settle(settled, check_run(store, store_night(store, 11, {"n": 1.0}), p50, gate=True))
     assert both.regressions == [] and both.exit_code(0) == 0
+
+
+def test_a_rerun_that_does_not_show_an_improvement_clears_it(store: Store) -> None:
+    """`settle` weighs improvements as it weighs regressions: one night that was fast by
+    chance is not reported as a faster model; one that the rerun measures again stands."""
+    flat_nights(store, 8, m=1.0, n=1.0)
+    p50 = Regressions(metrics=("latency_ms_p50",))
+    night = check_run(store, store_night(store, 9, {"m": 0.8, "n": 0.8}), p50, gate=True)
+    assert [v.state for v in night.verdicts] == ["improvement", "improvement"]
+    rerun_id = store_night(store, 10, {"m": 1.0, "n": 0.8})
+    settled = settle(night, check_run(store, rerun_id, p50, gate=True))
+    assert [(v.series.split()[0], v.state) for v in settled.verdicts] == [
+        ("m", "cleared"),
+        ("n", "improvement"),
+    ]
+    (cleared,) = [line for line in settled.lines() if line.startswith("cleared: ")]
+    assert re.fullmatch(
+        rf"cleared: m onnx:fp32 .* on lab1: latency_ms_p50 improvement -\d+\.\d% not"
+        rf" confirmed: rerun {rerun_id} measured it within the baseline",
+        cleared,
+    )
+    assert settled.lines()[-1] == (
+        "regression check: 0 regression(s), 1 improvement(s) in 2 series judged, 1 not"
+        " confirmed by a rerun"
+    )
 
 
 def test_open_regressions_until_a_later_valid_result_clears_them(store: Store) -> None:

@@ -258,9 +258,8 @@ def test_a_regression_is_measured_again_before_it_fails_the_run(first: First) ->
     runs = [run.run_id for run in Store(store_path).runs()]
     assert len(runs) == 3  # the first, the gated run, its confirmation
     run_id, confirmation = runs[1], runs[2]
-    assert (
-        f"confirming: 1 case(s) with a regression of run {run_id} measured again" in result.stderr
-    )
+    confirming = f"1 case(s) with a regression or improvement of run {run_id} measured again"
+    assert f"confirming: {confirming}" in result.stderr
     store = Store(store_path)
     assert [
         (r.tags["model"], r.tags["variant"]) for r in store.records(confirmation, "result")

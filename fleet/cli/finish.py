@@ -40,7 +40,8 @@ def finish(
 
         rules, gated = suite.regressions, gating(suite.regressions, gate)
         check = check_run(store, outcome.run_id, rules, gate=gated)
-        if check.regressions and rules is not None and rules.confirm and not rerun_of:
+        flagged = check.regressions or check.improvements
+        if flagged and rules is not None and rules.confirm and not rerun_of:
             check = _confirmed(store, check, rules)
         exit_code, judged = check.exit_code(exit_code), check.lines()
         if exit_code != outcome.exit_code:  # the gate failed the run: the store says so
@@ -73,13 +74,14 @@ def finish(
 
 
 def _confirmed(store: Store, check: Check, rules: Regressions) -> Check:
-    """The check once its regressions' cases were measured again (`regressions.confirm`)."""
+    """The check once the cases of its regressions and improvements were measured again
+    (`regressions.confirm`)."""
     from fleet.cli.live_view import watching
     from fleet.rerun import Rerun, confirm
     from fleet.runner import run_suite
 
     def again(rerun: Rerun) -> RunOutcome:
-        cases = f"{rerun.cases} case(s) with a regression"
+        cases = f"{rerun.cases} case(s) with a regression or improvement"
         output.say(f"confirming: {cases} of run {check.run_id} measured again")
         with watching(rerun.plan) as progress:
             return run_suite(rerun.plan, store, parallel=rerun.spec.parallel, progress=progress)

@@ -59,7 +59,7 @@ class Verdict:
 
     metric: str
     state: str  # regression, improvement, ok, history (not enough), noisy; cleared: a
-    # regression that a rerun did not show again (fleet.rerun.confirm)
+    # regression or improvement that a rerun did not show again (fleet.rerun.confirm)
     value: float | None = None
     baseline: Baseline | None = None
     change_pct: float = 0.0
