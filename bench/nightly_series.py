@@ -173,7 +173,9 @@ def run_nights(args: argparse.Namespace) -> None:
             judged = [
                 line
                 for line in done.stderr.splitlines()
-                if "regression" in line or line.startswith(("cleared", "confirming"))
+                if line.removeprefix("error: ").startswith(
+                    ("regression", "improvement", "cleared", "confirming")
+                )
             ]
             print(f"night {night:2d}: exit {done.returncode} in {seconds:.0f} s", flush=True)
             for line in judged if done.returncode < 2 else done.stderr.splitlines()[-3:]:
