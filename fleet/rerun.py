@@ -23,7 +23,7 @@ from fleet.inventory import load_inventory
 from fleet.outcome import RunOutcome
 from fleet.plan import Case, DevicePlan, Plan, make_plan
 from fleet.records import DeviceContext, tags
-from fleet.regressions.check import Check, check_run
+from fleet.regressions.check import Check, check_run, regression_record
 from fleet.results.record import Record, tag
 from fleet.results.store import RunInfo, Store
 from fleet.runner import Progress, prepare_artifacts
@@ -223,16 +223,18 @@ def confirm(
         again = plan_rerun(store, check.run_id, only=flagged)
         outcome = run(again)
         store.set_run_spec(outcome.run_id, again.spec.to_json())
-        check = settle(check, check_run(store, outcome.run_id, rules, gate=check.gate))
+        check = settle(store, check, check_run(store, outcome.run_id, rules, gate=check.gate))
     return check
 
 
-def settle(check: Check, rerun: Check) -> Check:
+def settle(store: Store, check: Check, rerun: Check) -> Check:
     """The check with each regression and improvement that the rerun's check judged otherwise
-    (within the baseline, or the other way) made `cleared`. A rerun that failed, or was too
-    noisy to judge, confirms nothing either way: the change stands."""
+    (within the baseline, or the other way) made `cleared`, with what the rerun measured; each
+    is stored as a `regression` record of the run with direction `cleared`, which the run's
+    JUnit, report and open regressions go by (fleet.results.record.settled). A rerun that
+    failed, or was too noisy to judge, confirms nothing either way: the change stands."""
     judged = {
-        (v.series, v.metric): v.state
+        (v.series, v.metric): v
         for v in rerun.verdicts
         if v.state in ("ok", "regression", "improvement")
     }
@@ -243,10 +245,18 @@ def settle(check: Check, rerun: Check) -> Check:
     }
     verdicts = []
     for v in check.verdicts:
-        again = judged.get((v.series, v.metric), v.state)
-        if v.flagged and again != v.state:
-            note = f"{v.metric} {v.state} {v.change_pct:+.1f}% not confirmed: rerun {rerun.run_id}"
-            v = replace(v, state="cleared", note=f"{note} measured it {measured[again]}")
+        again = judged.get((v.series, v.metric))
+        if v.flagged and again is not None and again.state != v.state:
+            note = f"{v.metric} {v.state} {v.change_pct:+.1f}% not confirmed: rerun"
+            v = replace(
+                v,
+                state="cleared",
+                note=f"{note} {rerun.run_id} measured it {measured[again.state]}",
+                value=again.value,
+                change_pct=again.change_pct,
+                time_ns=again.time_ns,
+            )
+            store.add(regression_record(v, check.run_id, check.gate))
         verdicts.append(v)
     return replace(check, verdicts=verdicts)
 

@@ -30,6 +30,7 @@ from fleet.regressions.stored import open_regressions, parse_since
 from fleet.rerun import settle
 from fleet.results.export import to_junit
 from fleet.results.record import make_record
+from fleet.results.report_html import build_report, render_html
 from fleet.results.store import Store
 from fleet.suite import REGRESSION_METRICS, Regressions, load_suite
 
@@ -513,7 +514,7 @@ def test_a_rerun_within_the_baseline_clears_a_regression_one_that_cannot_judge_d
     rerun_id = store_night(store, 10, {"m": 1.0})
     store_night(store, 10, {"n": 1.3}, valid=False, invalid_reasons="too noisy")
     rerun = check_run(store, rerun_id, p50, gate=True)
-    settled = settle(night, rerun)
+    settled = settle(store, night, rerun)
     assert [(v.series.split()[0], v.state) for v in settled.verdicts] == [
         ("m", "cleared"),
         ("n", "regression"),
@@ -530,8 +531,30 @@ def test_a_rerun_within_the_baseline_clears_a_regression_one_that_cannot_judge_d
         "1 regression(s), 0 improvement(s) in 2 series judged, 1 not"
         " confirmed by a rerun (gate on: the run fails)"
     )
-    both = settle(settled, check_run(store, store_night(store, 11, {"n": 1.0}), p50, gate=True))
+    # What the store says of the run goes by the rerun too: its JUnit, report and open ones.
+    assert junit_failures(store, night.run_id) == ["n"]
+    assert [r.tags["model"] for r in open_regressions(store)] == ["n"]
+    report = build_report(store, night.run_id)
+    assert [(r.tags["model"], r.fields["direction"]) for r in report.sorted_flags()] == [
+        ("n", "regression"),
+        ("m", "cleared"),
+    ]
+    assert '<span class="cleared">cleared</span>' in render_html(report)
+    fixed = check_run(store, store_night(store, 11, {"n": 1.0}), p50, gate=True)
+    both = settle(store, settled, fixed)
     assert both.regressions == [] and both.exit_code(0) == 0
+    assert junit_failures(store, night.run_id) == []
+    assert open_regressions(store) == []
+
+
+def junit_failures(store: Store, run_id: str) -> list[str]:
+    """The models of the run's failing JUnit test cases."""
+    root = ET.fromstring(to_junit(store.find_run(run_id), store.records(run_id)))
+    return [
+        str(case.get("name")).split(" of ")[1].split()[0]
+        for case in root.iter("testcase")
+        if case.find("failure") is not None
+    ]
 
 
 def test_a_rerun_that_does_not_show_an_improvement_clears_it(store: Store) -> None:
@@ -542,7 +565,7 @@ def test_a_rerun_that_does_not_show_an_improvement_clears_it(store: Store) -> No
     night = check_run(store, store_night(store, 9, {"m": 0.8, "n": 0.8}), p50, gate=True)
     assert [v.state for v in night.verdicts] == ["improvement", "improvement"]
     rerun_id = store_night(store, 10, {"m": 1.0, "n": 0.8})
-    settled = settle(night, check_run(store, rerun_id, p50, gate=True))
+    settled = settle(store, night, check_run(store, rerun_id, p50, gate=True))
     assert [(v.series.split()[0], v.state) for v in settled.verdicts] == [
         ("m", "cleared"),
         ("n", "improvement"),

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 
 from fleet.errors import ConfigError
-from fleet.results.record import FINDINGS, TAG_KEYS, Record, tag
+from fleet.results.record import FINDINGS, TAG_KEYS, Record, settled, tag
 from fleet.results.store import RunInfo, Store
 from fleet.results.tables import when
 
@@ -63,11 +63,12 @@ def _csv_value(value: object) -> str:
 def to_junit(run: RunInfo, records: list[Record]) -> str:
     """A test suite per device, a test case per model variant; budgets decide pass/fail.
     Each regression or improvement the run's check found is a test case too: a gated
-    regression fails."""
+    regression fails, unless a rerun cleared it."""
     root = ET.Element("testsuites", name=f"fleet {run.suite}")
+    standing = {id(r) for r in settled([r for r in records if r.measurement == "regression"])}
     by_device: dict[str, list[Record]] = {}
     for r in records:
-        if r.measurement in ("result", "regression"):
+        if r.measurement == "result" or id(r) in standing:
             by_device.setdefault(r.tags.get("device", "?"), []).append(r)
     for device, results in sorted(by_device.items()):
         suite = ET.SubElement(
@@ -121,7 +122,7 @@ def _junit_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
 
 def _regression_case(suite: ET.Element, run: RunInfo, r: Record) -> str:
     """A regression or improvement (measurement `regression`): "failures" when the run was
-    gated on it, else a pass that says what changed."""
+    gated on it, else a pass that says what changed (or, `cleared`, that a rerun did not)."""
     t = r.tags
     context = f" context={t['context_tokens']}" if "context_tokens" in t else ""
     name = f"{t.get('metric', '?')} of {_series(t)}{context}"

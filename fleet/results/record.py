@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 FieldValue = float | bool | str
@@ -97,3 +97,15 @@ def make_record(
         fields={k: as_field(v) for k, v in fields.items() if v is not None},
         time_ns=time_ns or time.time_ns(),
     )
+
+
+def settled(flags: Sequence[Record]) -> list[Record]:
+    """`regression` records as they stand: a regression or improvement that a rerun did not
+    show again (`regressions.confirm`) gives way to the `cleared` record stored for the same
+    run, series and metric."""
+
+    def key(r: Record) -> tuple[object, ...]:
+        return (r.fields.get("run_id"), *sorted(r.tags.items()))
+
+    cleared = {key(r) for r in flags if r.fields.get("direction") == "cleared"}
+    return [r for r in flags if r.fields.get("direction") == "cleared" or key(r) not in cleared]

@@ -41,7 +41,7 @@ th { white-space: nowrap; }
 td.msg { max-width: 640px; overflow-wrap: anywhere; }
 code, .hash { font-family: ui-monospace, monospace; font-size: 12px; overflow-wrap: anywhere; }
 .regression, .fail, .bad { color: #c0392b; } .improvement, .good { color: #1e8449; }
-.noisy, .muted { color: #777; }
+.noisy, .muted, .cleared { color: #777; }
 .legend span { margin-right: 14px; white-space: nowrap; }
 .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px;
   border-radius: 50%; vertical-align: -1px; }

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleet import __version__
-from fleet.results.record import Record
+from fleet.results.record import Record, settled
 from fleet.results.report_assets import CHECK_SCRIPT, STYLE, csp
 from fleet.results.report_cells import e, when
 from fleet.results.report_model import Report, Series, is_valid, variant_label
@@ -87,6 +87,7 @@ def build_report(store: Store, run_id: str | None) -> Report:
             report.summary = record
         elif record.measurement == "regression":
             report.flags.append(record)
+    report.flags = settled(report.flags)
     report.varying = tuple(k for k in VARIANT_KEYS if len({r.tags.get(k, "") for r in results}) > 1)
 
     # Each run's records by its id (indexed), not the whole store.
@@ -108,7 +109,7 @@ def build_report(store: Store, run_id: str | None) -> Report:
                 record=record,
                 label=variant_label(record.tags, report.varying),
                 history=past,
-                flags=sorted(flags.get(key, []), key=lambda r: r.time_ns),
+                flags=sorted(settled(flags.get(key, [])), key=lambda r: r.time_ns),
                 previous=before[-1] if before else None,
             )
         )

@@ -182,6 +182,8 @@ def trends_section(report: Report) -> str:
             for flag in s.flags:
                 at = run_ids.index(flag.run_id)
                 direction = str(flag.fields.get("direction", "regression"))
+                if direction == "cleared":  # a rerun did not show it: no change to mark
+                    continue
                 tip = str(flag.fields.get("message", "")) or f"{direction}: {flag.tags}"
                 marks.append(svg.TrendMark(at, direction, tip))
                 since = str(flag.fields.get("since_run", ""))
