@@ -40,7 +40,7 @@ def finish(
 
         rules, gated = suite.regressions, gating(suite.regressions, gate)
         check = check_run(store, outcome.run_id, rules, gate=gated)
-        flagged = check.regressions or check.improvements
+        flagged = any(v.flagged for v in check.verdicts)
         if flagged and rules is not None and rules.confirm and not rerun_of:
             check = _confirmed(store, check, rules)
         exit_code, judged = check.exit_code(exit_code), check.lines()
